@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up ./.venv from nothing (or reuse it) and run the whole test suite offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
+exec .venv/bin/python -m pytest -q "$@"
