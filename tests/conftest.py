@@ -13,7 +13,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_REFERENCE = Path(os.environ.get("RSAM_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+
+
+def _find_reference() -> Path:
+    """$RSAM_REFERENCE_DIR, else ../shared/reference next to the checkout, else /work/shared/reference."""
+    candidates = [os.environ.get("RSAM_REFERENCE_DIR"), REPO.parent / "shared" / "reference", "/work/shared/reference"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "tiny_config.json").is_file():
+            return Path(candidate)
+    return Path(candidates[1])
+
+
+SHARED_REFERENCE = _find_reference()
 
 
 @pytest.fixture(scope="session")

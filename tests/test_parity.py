@@ -84,3 +84,29 @@ def test_parity_command_exit_codes(reference_dir, golden, tmp_path):
 def test_case_discovery_is_numeric():
     keys = {f"case{i}_image_u8": 0 for i in (0, 2, 10, 1)}
     assert case_names(keys) == ["case0", "case1", "case2", "case10"]
+
+
+def _extra_golden_sets():
+    """Golden sets beyond the shared one, e.g. made from the official code with other depths/heads/window/sizes:
+    RSAM_EXTRA_GOLDEN=dir1:dir2, each holding <name>_config.json, <name>_weights.safetensors, <name>_golden.npz."""
+    import os
+    from pathlib import Path
+
+    sets = []
+    for folder in filter(None, os.environ.get("RSAM_EXTRA_GOLDEN", "").split(":")):
+        for config in sorted(Path(folder).glob("*_config.json")):
+            stem = config.name[: -len("_config.json")]
+            sets.append((config, config.with_name(f"{stem}_weights.safetensors"), config.with_name(f"{stem}_golden.npz")))
+    return sets
+
+
+@pytest.mark.skipif(not _extra_golden_sets(), reason="no extra golden sets (set RSAM_EXTRA_GOLDEN)")
+@pytest.mark.parametrize("config, weights, golden_npz", _extra_golden_sets() or [(None, None, None)])
+def test_extra_golden_sets(config, weights, golden_npz):
+    from rsam.parity import run_parity
+
+    results = list(run_parity(config, weights, golden_npz))
+    assert results
+    for result in results:
+        assert result.passed, result.to_json()
+        assert not result.failed_intermediates, result.to_json()

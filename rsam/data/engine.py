@@ -70,8 +70,12 @@ class EngineOptions:
     min_score: float | None = None
 
 
-def split_of(file_name: str, options: EngineOptions) -> str:
-    """The split of an image: ``options.split``, or train/val by a stable hash of its file name."""
+def split_of(image: dict, options: EngineOptions) -> str:
+    """The split of a COCO image: its own ``split`` field, else ``options.split``, else (``val_fraction`` > 0)
+    train/val by a stable hash of its file name."""
+    if image.get("split"):
+        return str(image["split"])
+    file_name = str(image.get("file_name"))
     if options.val_fraction <= 0:
         return options.split
     bucket = int(hashlib.sha1(file_name.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
@@ -115,7 +119,7 @@ class CocoEngine:
         for image_id in sorted(self.images_by_id, key=lambda value: (str(type(value)), value)):
             image = self.images_by_id[image_id]
             name = f"image {image_id} ({image.get('file_name')})"
-            by_split.setdefault(split_of(str(image.get("file_name")), self.options), []).append(Job(name, image_id))
+            by_split.setdefault(split_of(image, self.options), []).append(Job(name, image_id))
         return by_split
 
     # ---- per image --------------------------------------------------------------------------------------------
@@ -160,7 +164,7 @@ class CocoEngine:
         info, rgb = self._load(image_id)
         base = {
             "source": self.options.source, "image_id": image_id, "image_file": image.get("file_name"),
-            "split": split_of(str(image.get("file_name")), self.options), "licence": self._licence(image),
+            "split": split_of(image, self.options), "licence": self._licence(image),
         }
         attribution = self.licences.get(image.get("license"), {}).get("attribution")
         if attribution:

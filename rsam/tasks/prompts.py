@@ -99,8 +99,9 @@ DOTA_COUNT_PRIORS: dict[str, float] = {
 
 
 def canonical_class_name(name: str, aliases: Mapping[str, str] = CLASS_ALIASES) -> str:
-    """Map a dataset's spelling (``"storage-tank"``, ``"Baseball field"``) to the official prompt name."""
-    key = " ".join(name.strip().split()).lower()
+    """Map a dataset's spelling (``"storage-tank"``, ``"Baseball field"``, ``"Storage_Tank"``) to the official prompt
+    name: underscores become spaces, whitespace is collapsed, case is folded, then :data:`CLASS_ALIASES` applies."""
+    key = " ".join(name.replace("_", " ").split()).lower()
     return aliases.get(key, key)
 
 

@@ -1,0 +1,119 @@
+"""The shard DataModule: batch contract, samplers, and exactly-once evaluation under 2-process Lightning DDP."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datamodules.remotesam_shards import RemoteSAMShardDataModule
+from rsam.data.reader import CorruptShardError, ShardReader
+from rsam.data.records import decode_mask_png
+from rsam.data.samplers import PaddedEvalSampler, ResampledShardSampler
+from rsam.data.synthetic import write_synthetic_dataset
+
+from helpers.shard_utils import HELPERS, subprocess_env
+from rsam.preprocess import preprocess_image, resize_mask
+from rsam.text import Tokenizer
+
+HELPER = HELPERS / "ddp_shards_check.py"
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uneven")
+    write_synthetic_dataset(folder, {"val": [5, 1, 7, 2], "train": [3, 4]}, image_size=24)
+    return folder
+
+
+def test_batch_matches_independent_preprocessing(uneven):
+    datamodule = RemoteSAMShardDataModule(str(uneven), image_size=32, batch_size=4, num_workers=0)
+    batch = next(iter(datamodule.val_dataloader()))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.float32
+    assert batch["input_ids"].shape == (4, 20) and batch["input_ids"].dtype == torch.int64
+    assert batch["attention_mask"].dtype == torch.int64
+    assert batch["mask"].shape == (4, 32, 32) and batch["mask"].dtype == torch.int64
+    assert batch["valid"].tolist() == [True] * 4
+    reader = ShardReader(str(uneven / "val-000000.tar"))
+    tokenizer = Tokenizer()
+    for row in range(4):
+        raw = reader[row]
+        record = json.loads(raw["json"])
+        assert batch["meta"][row]["key"] == raw["__key__"] and batch["meta"][row]["text"] == record["text"]
+        expected_image = preprocess_image(Image.open(io.BytesIO(raw["png"])), 32)
+        torch.testing.assert_close(batch["image"][row], expected_image, rtol=0, atol=0)
+        expected_mask = resize_mask(decode_mask_png(raw["mask.png"]), 32).astype(np.int64)
+        assert np.array_equal(batch["mask"][row].numpy(), expected_mask)
+        ids, attention = tokenizer(record["text"])
+        assert torch.equal(batch["input_ids"][row], ids[0]) and torch.equal(batch["attention_mask"][row], attention[0])
+
+
+@pytest.mark.parametrize("sizes", [[5, 1, 7, 2], [1], [3, 3, 3], [10, 0, 1], [2, 9, 4, 4, 6]])
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_eval_sampler_covers_every_sample_exactly_once(sizes, world):
+    total = sum(sizes)
+    per_rank = [list(PaddedEvalSampler(total, num_replicas=world, rank=r)) for r in range(world)]
+    assert len({len(indices) for indices in per_rank}) == 1  # equal steps on every rank
+    flat = [i for indices in per_rank for i in indices]
+    real = [i for i in flat if i < total]
+    assert sorted(real) == list(range(total))
+    assert len(flat) - len(real) < world
+
+
+def test_train_sampler_is_reproducible_equal_and_resampled():
+    sizes = [5, 1, 7, 2]
+    def draw(epoch, rank, seed=0):
+        sampler = ResampledShardSampler(sizes, 40, seed=seed, num_replicas=2, rank=rank)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+    assert draw(3, 0) == draw(3, 0)
+    assert draw(3, 0) != draw(4, 0) and draw(3, 0) != draw(3, 1) and draw(3, 0) != draw(3, 0, seed=1)
+    assert all(len(draw(e, r)) == 40 for e in range(3) for r in range(2))
+    indices = draw(0, 0)
+    assert min(indices) >= 0 and max(indices) < 15 and len(set(indices)) < len(indices)  # with replacement
+
+
+def test_corrupt_image_member_is_named(tmp_path):
+    folder = tmp_path / "syn"
+    write_synthetic_dataset(folder, [3], image_size=16, split="val")
+    shard = folder / "val-000000.tar"
+    reader = ShardReader(str(shard))
+    key, members = reader.samples[1]
+    offset, size = members["png"]
+    reader.close()
+    data = bytearray(shard.read_bytes())
+    data[offset: offset + size] = b"\x00" * size
+    shard.write_bytes(bytes(data))
+    dataset = RemoteSAMShardDataModule(str(folder), image_size=16, num_workers=0).dataset("val")
+    dataset[0]
+    with pytest.raises(CorruptShardError, match=f"val-000000.tar:{key}: cannot decode image"):
+        dataset[1]
+
+
+def test_two_process_lightning_ddp_sees_every_eval_sample_once(uneven, tmp_path):
+    out = tmp_path / "ddp"
+    env = subprocess_env()
+    result = subprocess.run([sys.executable, str(HELPER), "lightning", str(out), str(uneven)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((out / f"lightning-rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    epochs = 2
+    all_keys = {f"syn-{n:08d}" for n in range(7, 22)}  # train is written first: numbers 0-6
+    for rank in ranks:
+        assert len(rank["val"]) == epochs * 8  # ceil(15 / 2) per epoch on both ranks
+    for epoch in range(epochs):
+        seen = [tuple(item) for r in ranks for item in r["val"][epoch * 8:(epoch + 1) * 8]]
+        valid = [key for key, ok in seen if ok]
+        assert sorted(valid) == sorted(all_keys)  # exactly once
+        assert sum(1 for _, ok in seen if not ok) == 1  # one padding sample, flagged
+    assert len(ranks[0]["train"]) == len(ranks[1]["train"]) == epochs * 2  # 6 samples per rank per epoch, batch 3
+    assert ranks[0]["train"][:2] != ranks[0]["train"][2:]  # the epoch changes the order
