@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# A one-node Slurm cluster on localhost for tests and CI (Debian's slurm-wlm; needs root).
+#   scripts/slurm_local.sh start [DIR]   install if needed, write DIR/slurm.conf, start munged/slurmctld/slurmd
+#   scripts/slurm_local.sh stop  [DIR]   stop the daemons this script started, by pid
+# Prints the SLURM_CONF path to use (export SLURM_CONF=... before sbatch/squeue).
+set -euo pipefail
+cmd=${1:?usage: slurm_local.sh start|stop [DIR]}
+D=$(realpath -m "${2:-${RSAM_SLURM_DIR:-/tmp/rsam-slurm}}")
+export SLURM_CONF=$D/slurm.conf
+
+stop() {
+  for name in slurmd slurmctld munged; do
+    pidfile=$D/run/$name.pid
+    if [ -f "$pidfile" ]; then
+      pid=$(cat "$pidfile")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      rm -f "$pidfile"
+    fi
+  done
+}
+
+case "$cmd" in
+  stop) stop; exit 0 ;;
+  start) ;;
+  *) echo "unknown command $cmd" >&2; exit 2 ;;
+esac
+
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    slurmctld slurmd slurm-client munge >/dev/null
+fi
+stop
+mkdir -p "$D"/{state,spool,run,log} /run/munge /etc/munge
+chown munge:munge /run/munge
+if [ ! -s /etc/munge/munge.key ]; then
+  dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
+  chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
+fi
+cpus=$(nproc)
+mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048 ))
+cat > "$SLURM_CONF" <<CONF
+ClusterName=rsamlocal
+SlurmctldHost=localhost
+SlurmUser=root
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+ReturnToService=2
+StateSaveLocation=$D/state
+SlurmdSpoolDir=$D/spool
+SlurmctldPidFile=$D/run/slurmctld.pid
+SlurmdPidFile=$D/run/slurmd.pid
+SlurmctldLogFile=$D/log/slurmctld.log
+SlurmdLogFile=$D/log/slurmd.log
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobRequeue=1
+NodeName=localhost CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+CONF
+runuser -u munge -- /usr/sbin/munged --pid-file="$D/run/munged.pid" 2>/dev/null || \
+  runuser -u munge -- /usr/sbin/munged
+[ -f "$D/run/munged.pid" ] || pgrep -x munged | head -1 > "$D/run/munged.pid"
+/usr/sbin/slurmctld -f "$SLURM_CONF"
+/usr/sbin/slurmd -f "$SLURM_CONF" -N localhost
+for _ in $(seq 1 150); do
+  sinfo -h -o %T 2>/dev/null | grep -qx idle && { echo "$SLURM_CONF"; exit 0; }
+  sleep 0.2
+done
+echo "slurm did not become idle; logs in $D/log" >&2
+exit 1

@@ -1,0 +1,19 @@
+# Sourced by the sbatch scripts: environment and the `srun rsam fit` line shared by every layout.
+set -euo pipefail
+cd "${SLURM_SUBMIT_DIR:-.}"
+mkdir -p logs
+# Lightning does not set thread counts under srun: one rank per task, its CPUs only.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
+export MKL_NUM_THREADS=$OMP_NUM_THREADS
+export WANDB_MODE=${WANDB_MODE:-offline}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+RSAM=${RSAM:-$SLURM_SUBMIT_DIR/.venv/bin/rsam}
+
+rsam_fit() {
+  local recipe=${1:?usage: sbatch <script> RECIPE [dotted.overrides ...]}
+  shift
+  echo "job ${SLURM_JOB_ID} restart ${SLURM_RESTART_COUNT:-0} nodes ${SLURM_JOB_NUM_NODES} tasks/node ${SLURM_NTASKS_PER_NODE}"
+  srun --kill-on-bad-exit=1 "$RSAM" fit --config "$recipe" \
+    trainer.num_nodes="$SLURM_JOB_NUM_NODES" trainer.devices="$SLURM_NTASKS_PER_NODE" \
+    --ckpt_path last "$@"
+}
