@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from rsam.data.demo import default_demo_dir
 from rsam.data.reader import CorruptShardError, ShardSamples, sample_image_bytes, sample_mask, sample_record
 from rsam.data.samplers import PaddedEvalSampler, ResampledShardSampler, world_and_rank
 from rsam.data.shards import split_shards
@@ -107,7 +108,8 @@ class RemoteSAMShardDataModule(pl.LightningDataModule):
     """Train/val/test loaders over one or more rsam shard folders.
 
     Args:
-        data_dirs: dataset folder(s) holding ``index.json``.
+        data_dirs: dataset folder(s) holding ``index.json``; default: the demo dataset
+            (:func:`rsam.data.default_demo_dir`, built by ``rsam data demo``).
         image_size: model input size (square int or (H, W)); 896 for the official model.
         batch_size: per-rank batch size.
         num_workers: DataLoader workers per rank.
@@ -118,17 +120,17 @@ class RemoteSAMShardDataModule(pl.LightningDataModule):
         mix_shards: shards mixed into one shuffled block by the training sampler.
     """
 
-    def __init__(self, data_dirs: str | Sequence[str], image_size: int | tuple[int, int] = 896, batch_size: int = 2,
+    def __init__(self, data_dirs: str | Sequence[str] | None = None, image_size: int | tuple[int, int] = 896, batch_size: int = 2,
                  num_workers: int = 2, samples_per_rank: int | None = None, seed: int = 0,
                  train_split: str = "train", val_split: str = "val", test_split: str = "test",
                  vocab_file: str | None = None, mix_shards: int = 4, pin_memory: bool = False):
         super().__init__()
         self.save_hyperparameters()
-        self.data_dirs = data_dirs
+        self.data_dirs = data_dirs if data_dirs is not None else str(default_demo_dir())
         self.decoder = SampleDecoder(image_size, vocab_file)
 
     def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer
         if trainer is not None:
             return trainer.world_size, trainer.global_rank
         return world_and_rank()
@@ -141,7 +143,6 @@ class RemoteSAMShardDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
             pin_memory=self.hparams.pin_memory, persistent_workers=False, drop_last=False,
-            multiprocessing_context="fork" if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

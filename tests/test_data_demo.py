@@ -14,6 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from rsam.cli.main import main as rsam_main
 from rsam.data.demo import WHEELS, build_demo, building_masks, default_demo_dir, default_wheel_dir
 from rsam.data.records import decode_mask_png
 
@@ -52,8 +53,10 @@ def test_demo_counts_splits_and_licences(demo):
         by_split.setdefault(record["split"], set()).add(record["image_id"])
     assert set(by_split) == {"train", "val"} and not by_split["train"] & by_split["val"]  # split by image
     for record, _ in records:
-        expected = "CC-BY-SA-4.0" if record["image_file"].startswith("spacenet") else "CC0-1.0"
-        assert record["licence"] == expected and record["attribution"]
+        spacenet = record["image_file"].startswith("spacenet")
+        assert record["licence"] == ("CC-BY-SA-4.0" if spacenet else "CC0-1.0") and record["attribution"]
+        assert record["provenance"]["origin"].startswith("solaris/" if spacenet else "deepforest/")
+        assert ("reencoded" in record["provenance"]) == spacenet
     val_licences = {record["licence"] for record, _ in records if record["split"] == "val"}
     assert val_licences == {"CC0-1.0", "CC-BY-SA-4.0"}
     text = (out / "LICENCES.md").read_text()
@@ -91,8 +94,10 @@ def test_building_polygons_match_the_packaged_footprint_mask(wheels):
     assert iou > 0.95, iou
 
 
-def test_rebuilding_is_a_no_op(demo, wheels):
+def test_rebuilding_through_the_cli_is_a_no_op(demo, wheels, capsys):
     out, report, _ = demo
     stamp = (out / "index.json").stat().st_mtime_ns
-    assert build_demo(out, wheel_dir=wheels) == report
+    assert rsam_main(["data", "demo", "--out", str(out), "--wheels", str(wheels)]) == 0
+    assert json.loads(capsys.readouterr().out) == report
     assert (out / "index.json").stat().st_mtime_ns == stamp
+    assert not (out / "_work").exists()

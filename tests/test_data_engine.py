@@ -212,3 +212,18 @@ def test_bad_image_rejects_the_whole_image(tmp_path):
     assert (report["inputs"], report["written"], report["rejected"]) == (2, 1, 1)
     reject = json.loads((tmp_path / "out" / "rejects.jsonl").read_text())
     assert "img1.png" in reject["reason"] and "cannot decode" in reject["reason"]
+
+
+def test_reencode_on_request_only(tmp_path, capsys):
+    instances, images = _write_coco(tmp_path)
+    original = (images / "img0.png").read_bytes()
+    args = ["data", "from-coco", "--instances", str(instances), "--images", str(images), "--zero-per-image", "0"]
+    assert rsam_main(args + ["--out", str(tmp_path / "kept")]) == 0
+    assert rsam_main(args + ["--out", str(tmp_path / "jpg"), "--reencode", "jpg"]) == 0
+    capsys.readouterr()
+    kept = next(iter(read_samples(tmp_path / "kept").values()))
+    assert kept["png"] == original and "reencoded" not in json.loads(kept["json"])
+    converted = next(iter(read_samples(tmp_path / "jpg").values()))
+    assert json.loads(converted["json"])["reencoded"] == "jpg"
+    with Image.open(io.BytesIO(converted["jpg"])) as image:
+        assert image.format == "JPEG" and image.size == (W, H)

@@ -68,6 +68,7 @@ def refer_root(tmp_path):
         ref("train", 99, 1, "a.jpg", ["no annotation"]),
         ref("train", 1, 1, "a.jpg", []),
         ref("train", 1, 1, "a.jpg", [""]),
+        ref("val", 2, 3, "c.jpg", ["blue court"]),
     ]
     (root / "Annotations" / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
     return root
@@ -81,7 +82,7 @@ def _converter(root, **kwargs) -> ReferConverter:
 def test_convert_skip_masks_kinds_and_reconciled_counts(refer_root, tmp_path):
     out = tmp_path / "out"
     report = convert(_converter(refer_root).spec(), out, shard_size=2, on_error="skip")
-    assert (report["inputs"], report["written"], report["rejected"], report["samples"]) == (8, 3, 5, 3)
+    assert (report["inputs"], report["written"], report["rejected"], report["samples"]) == (9, 4, 5, 4)
     assert report["reconciled"] and report["unit"] == "sentence"
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     reasons = " | ".join(r["reason"] for r in rejects)
@@ -91,7 +92,7 @@ def test_convert_skip_masks_kinds_and_reconciled_counts(refer_root, tmp_path):
     assert all(r["input"].startswith("ref[") for r in rejects)
 
     samples = read_samples(out)
-    assert sorted(samples) == ["rrsisd-ref-0-0", "rrsisd-ref-1-0", "rrsisd-ref-2-0"]
+    assert sorted(samples) == ["rrsisd-ref-0-0", "rrsisd-ref-1-0", "rrsisd-ref-2-0", "rrsisd-ref-8-0"]
     first = samples["rrsisd-ref-0-0"]
     record = json.loads(first["json"])
     assert (record["text"], record["kind"], record["category"], record["split"]) == ("the red roof", "one-to-one",
@@ -107,8 +108,11 @@ def test_convert_skip_masks_kinds_and_reconciled_counts(refer_root, tmp_path):
     assert json.loads(retried["json"])["kind"] == "one-to-many"
     zero = samples["rrsisd-ref-2-0"]
     assert json.loads(zero["json"])["kind"] == "one-to-zero" and not decode_mask_png(zero["mask.png"]).any()
+    png_named_jpg = samples["rrsisd-ref-8-0"]
+    assert png_named_jpg["png"] == (refer_root / "JPEGImages" / "c.jpg").read_bytes()  # suffix from the bytes
+    assert json.loads(png_named_jpg["json"])["image_file"] == "c.jpg"
     index = json.loads((out / "index.json").read_text())
-    assert index["splits"]["train"]["nsamples"] == 2 and index["splits"]["val"]["nsamples"] == 1
+    assert index["splits"]["train"]["nsamples"] == 2 and index["splits"]["val"]["nsamples"] == 2
 
 
 def test_all_sentences_and_raw_field(refer_root, tmp_path):
@@ -173,13 +177,16 @@ def test_interrupted_run_resumes_identically_and_reruns_are_noops(refer_root, tm
 
     assert digests(resumed) == digests(clean)
     keys = [k for k in read_samples(resumed)]
-    assert len(keys) == len(set(keys)) == 4
+    assert len(keys) == len(set(keys)) == 5
 
     stamp = (resumed / "index.json").stat().st_mtime_ns
     convert(_converter(refer_root, sentences="all").spec(), resumed, shard_size=1, on_error="skip")
     assert (resumed / "index.json").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="--overwrite"):
         convert(_converter(refer_root, sentences="first").spec(), resumed, shard_size=1, on_error="skip")
+    rebuilt = convert(_converter(refer_root, sentences="first").spec(), resumed, shard_size=1, on_error="skip",
+                      replace_stale=True)
+    assert (rebuilt["inputs"], rebuilt["samples"]) == (9, 4) and len(read_samples(resumed)) == 4
 
 
 def test_shards_are_plain_deterministic_tars(refer_root, tmp_path):
@@ -188,3 +195,27 @@ def test_shards_are_plain_deterministic_tars(refer_root, tmp_path):
         members = tar.getmembers()
     assert [m.name for m in members][:3] == ["rrsisd-ref-0-0.jpg", "rrsisd-ref-0-0.mask.png", "rrsisd-ref-0-0.json"]
     assert all(m.mtime == 0 and m.uid == 0 for m in members)
+
+
+def test_refs_with_unsafe_split_names_are_rejected(refer_root, tmp_path):
+    refs_path = refer_root / "Annotations" / "refs(unc).p"
+    refs = pickle.loads(refs_path.read_bytes())[:1]
+    refs.append(dict(refs[0], split="../evil"))
+    refs_path.write_bytes(pickle.dumps(refs))
+    out = tmp_path / "o"
+    report = convert(_converter(refer_root).spec(), out, on_error="skip")
+    assert (report["inputs"], report["written"], report["rejected"]) == (2, 1, 1)
+    assert "invalid split '../evil'" in (out / "rejects.jsonl").read_text()
+    assert sorted(p.name for p in out.glob("*.tar")) == ["train-000000.tar"]
+
+
+def test_parallel_workers_write_identical_datasets(refer_root, tmp_path):
+    serial = convert(_converter(refer_root, sentences="all").spec(), tmp_path / "serial", shard_size=2,
+                     on_error="skip")
+    parallel = convert(_converter(refer_root, sentences="all").spec(), tmp_path / "parallel", shard_size=2,
+                       on_error="skip", workers=2)
+    assert serial == parallel
+    for path in (tmp_path / "serial").iterdir():
+        assert (tmp_path / "parallel" / path.name).read_bytes() == path.read_bytes()
+    with pytest.raises(ValueError, match=r"ref\[\d\]"):
+        convert(_converter(refer_root).spec(), tmp_path / "raise", on_error="raise", workers=2)

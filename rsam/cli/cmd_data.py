@@ -22,6 +22,9 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                         help="bad input: stop naming the sample (raise) or list it in rejects.jsonl (skip)")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset built with other inputs/options")
+    parser.add_argument("--workers", type=int, default=1, help="processes decoding and checking inputs (default 1)")
+    parser.add_argument("--reencode", choices=("none", "jpg", "png"), default="none",
+                        help="store images re-encoded (jpg quality 95 or png) instead of their original bytes")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -87,10 +90,11 @@ def _emit(payload: dict) -> None:
 
 
 def _run_from_refer(args) -> dict:
+    from pathlib import Path
+
     from rsam.cli.main import UserError
     from rsam.data.pipeline import convert
     from rsam.data.refer import ReferConverter, find_layout
-    from pathlib import Path
 
     if args.root:
         refs, instances, images = find_layout(Path(args.root))
@@ -100,9 +104,10 @@ def _run_from_refer(args) -> dict:
     else:
         raise UserError("give --root, or all of --refs, --instances and --images")
     converter = ReferConverter(refs, instances, images, source=args.source, sentences=args.sentences,
-                               text_field=args.text_field, splits=args.splits, licence=args.licence)
+                               text_field=args.text_field, splits=args.splits, licence=args.licence,
+                               reencode=args.reencode)
     return convert(converter.spec(args.name), args.out, shard_size=args.shard_size, on_error=args.on_error,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, workers=args.workers)
 
 
 def _run_from_coco(args) -> dict:
@@ -122,6 +127,7 @@ def _run_from_coco(args) -> dict:
         source=args.source, split=args.split, val_fraction=args.val_fraction, zero_per_image=args.zero_per_image,
         zero_pool=args.zero_pool, zero_vocab=args.zero_vocab, max_one_to_one=args.max_one_to_one,
         overlap_rule=args.overlap_rule, seed=args.seed, licence=args.licence, min_score=args.min_score,
+        reencode=args.reencode,
     )
     vlm = None
     if args.vlm_url:
@@ -130,7 +136,7 @@ def _run_from_coco(args) -> dict:
     scorer = load_scorer(args.scorer) if args.scorer else None
     engine = CocoEngine(Path(args.instances), Path(args.images), options, vlm=vlm, scorer=scorer)
     return convert(engine.spec(args.name), args.out, shard_size=args.shard_size, on_error=args.on_error,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, workers=args.workers)
 
 
 def _run_demo(args) -> dict:

@@ -9,7 +9,7 @@ or imported):
   least half of their area lies in the chip, clipped to it. Whole 400 x 400 images keep their original PNG bytes.
 - ``solaris`` 0.4.0: SpaceNet-4 Atlanta WorldView-2 panchromatic tile (0.5 m) with 43 building polygons
   (**CC BY-SA 4.0**). The uint16 band is stretched linearly between its 2nd and 98th percentiles to 8-bit grey (a
-  re-encode, recorded in each record), the polygons are mapped to pixels with the GeoTIFF tie point and pixel size
+  re-encode, recorded in each record's ``provenance``), the polygons are mapped to pixels with the GeoTIFF tie point and pixel size
   and rasterised with pycocotools, and the tile is cut into 3 x 3 chips; a building piece is kept when it holds at
   least a quarter of its building's pixels.
 
@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rsam.data.engine import CocoEngine, EngineOptions
+from rsam.data.engine import PROVENANCE_FIELD, CocoEngine, EngineOptions
 from rsam.data.masks import encode_rle
 from rsam.data.pipeline import WORK_DIR, convert
 
 log = logging.getLogger(__name__)
 
 DEMO_NAME = "rsam-demo"
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # bump whenever the demo's content changes: stale folders are rebuilt
 TILE = 400
 SOLARIS_GRID = 3
 VAL_FRACTION = 0.2
@@ -145,11 +145,12 @@ class _CocoBuilder:
         }
         self.category_ids = {cat["name"]: cat["id"] for cat in self.coco["categories"]}
 
-    def add_image(self, file_name: str, data: bytes, width: int, height: int, licence: int, **extra) -> int:
+    def add_image(self, file_name: str, data: bytes, width: int, height: int, licence: int, **provenance) -> int:
         (self.images_dir / file_name).write_bytes(data)
         image_id = len(self.coco["images"]) + 1
         self.coco["images"].append(
-            {"id": image_id, "file_name": file_name, "width": width, "height": height, "license": licence, **extra}
+            {"id": image_id, "file_name": file_name, "width": width, "height": height, "license": licence,
+             PROVENANCE_FIELD: provenance}
         )
         return image_id
 
@@ -263,7 +264,7 @@ def assign_splits(images: list[dict]) -> None:
     """Set each staged image's ``split`` (see the module docstring)."""
     groups: dict[str, list[dict]] = {}
     for image in images:
-        groups.setdefault(image["origin"], []).append(image)
+        groups.setdefault(image[PROVENANCE_FIELD]["origin"], []).append(image)
     for members in groups.values():
         ranked = sorted(members, key=lambda image: sha256_bytes(image["file_name"].encode("utf-8")))
         n_val = max(1, round(VAL_FRACTION * len(ranked))) if len(ranked) >= 3 else 0
@@ -286,11 +287,14 @@ def build_demo(out_dir: str | Path | None = None, *, wheel_dir: str | Path | Non
     out_dir = Path(out_dir) if out_dir else default_demo_dir()
     wheels = locate_wheels(Path(wheel_dir) if wheel_dir else default_wheel_dir(), fetch)
     staging = out_dir / WORK_DIR / "staging"
-    (staging / "images").mkdir(parents=True, exist_ok=True)
     builder = _CocoBuilder(staging / "images")
-    stage_deepforest(wheels["deepforest"], builder)
-    stage_solaris(wheels["solaris"], builder)
-    assign_splits(builder.coco["images"])
+
+    def stage() -> None:  # only runs when there is something to build
+        builder.images_dir.mkdir(parents=True, exist_ok=True)
+        stage_deepforest(wheels["deepforest"], builder)
+        stage_solaris(wheels["solaris"], builder)
+        assign_splits(builder.coco["images"])
+
     options = EngineOptions(
         source="demo", zero_per_image=1, zero_pool="vocab", zero_vocab=ZERO_VOCAB,
         max_one_to_one=3, licence="see LICENCES.md",
@@ -300,6 +304,8 @@ def build_demo(out_dir: str | Path | None = None, *, wheel_dir: str | Path | Non
         DEMO_NAME,
         licences=[{k: lic[k] for k in ("name", "url", "attribution")} for lic in (LICENCE_NEON, LICENCE_SPACENET)],
         extra_files={"LICENCES.md": licence_text(wheels).encode("utf-8")},
-        fingerprint_extra={"demo_version": DEMO_VERSION, "wheels": {p: WHEELS[p][1] for p in sorted(wheels)}},
+        fingerprint_extra={"demo_version": DEMO_VERSION, "wheels": {p: WHEELS[p][1] for p in sorted(wheels)},
+                           "images": "staged from the wheels"},  # the folder may move
+        prepare=stage,
     )
-    return convert(spec, out_dir, shard_size=shard_size, on_error="raise", overwrite=overwrite)
+    return convert(spec, out_dir, shard_size=shard_size, on_error="raise", overwrite=overwrite, replace_stale=True)

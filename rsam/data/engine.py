@@ -26,8 +26,9 @@ import logging
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -44,6 +45,7 @@ from rsam.data.records import (
     Triplet,
     inspect_image_bytes,
     make_key,
+    reencode_image,
     validate_text,
 )
 from rsam.data.scoring import Scorer, mask_region
@@ -52,6 +54,7 @@ from rsam.data.vlm import MAX_WORDS, VLMClient, VLMError, normalise_category, wo
 log = logging.getLogger(__name__)
 
 ZERO_POOLS = ("dataset", "vocab", "both")
+PROVENANCE_FIELD = "rsam_provenance"  # optional dict on a COCO image, copied into its records as "provenance"
 TEMPLATE = "{category} in the image"
 
 
@@ -68,6 +71,7 @@ class EngineOptions:
     seed: int = 0
     licence: str = "unknown"
     min_score: float | None = None
+    reencode: str = "none"  # "jpg"/"png": store re-encoded images instead of the original bytes
 
 
 def split_of(image: dict, options: EngineOptions) -> str:
@@ -80,6 +84,27 @@ def split_of(image: dict, options: EngineOptions) -> str:
         return options.split
     bucket = int(hashlib.sha1(file_name.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "val" if bucket < options.val_fraction else "train"
+
+
+class _Draft(NamedTuple):
+    """A triplet before scoring and keying."""
+
+    text: str
+    kind: str
+    rule: str
+    mask: np.ndarray
+    ann_ids: list
+    category: str
+
+
+@dataclass
+class _ImageAnnotations:
+    """One image's decoded annotations, by category name."""
+
+    masks: dict[str, list[tuple[object, np.ndarray]]] = field(default_factory=dict)
+    instances: dict[str, list[Instance]] = field(default_factory=dict)
+    seg_types: dict[str, set[str]] = field(default_factory=dict)
+    crowded: set[str] = field(default_factory=set)
 
 
 def _callable_name(function) -> str:
@@ -99,19 +124,37 @@ class CocoEngine:
         if (options.min_score is None) != (scorer is None):
             raise ValueError("a scorer and a minimum score go together (--scorer with --min-score)")
         self.instances_path, self.images, self.options = Path(instances), Path(images), options
+        if coco is None and not self.instances_path.is_file():
+            raise FileNotFoundError(f"instances file not found: {self.instances_path}")
+        self._coco = coco  # read lazily: a caller may still be filling it (see rsam.data.demo)
+        self.vlm, self.scorer = vlm, scorer
+
+    @cached_property
+    def coco(self) -> dict:
         if not self.images.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.images}")
-        if coco is None:
-            if not self.instances_path.is_file():
-                raise FileNotFoundError(f"instances file not found: {self.instances_path}")
-            coco = json.loads(self.instances_path.read_text(encoding="utf-8"))
-        self.vlm, self.scorer = vlm, scorer
-        self.categories = {cat["id"]: cat for cat in coco.get("categories", [])}
-        self.licences = {lic.get("id"): lic for lic in coco.get("licenses", []) if isinstance(lic, dict)}
-        self.images_by_id = {img["id"]: img for img in coco.get("images", [])}
-        self.annotations: dict[object, list[dict]] = {}
-        for ann in coco.get("annotations", []):
-            self.annotations.setdefault(ann.get("image_id"), []).append(ann)
+        if self._coco is None:
+            self._coco = json.loads(self.instances_path.read_text(encoding="utf-8"))
+        return self._coco
+
+    @cached_property
+    def categories(self) -> dict:
+        return {cat["id"]: cat for cat in self.coco.get("categories", [])}
+
+    @cached_property
+    def licences(self) -> dict:
+        return {lic.get("id"): lic for lic in self.coco.get("licenses", []) if isinstance(lic, dict)}
+
+    @cached_property
+    def images_by_id(self) -> dict:
+        return {img["id"]: img for img in self.coco.get("images", [])}
+
+    @cached_property
+    def annotations(self) -> dict[object, list[dict]]:
+        by_image: dict[object, list[dict]] = {}
+        for ann in self.coco.get("annotations", []):
+            by_image.setdefault(ann.get("image_id"), []).append(ann)
+        return by_image
 
     # ---- jobs -------------------------------------------------------------------------------------------------
     def jobs(self) -> dict[str, list[Job]]:
@@ -136,7 +179,7 @@ class CocoEngine:
                 raise SampleError(f"image {image_id} ({file_name}): {key} {actual} differs from the JSON's {image[key]}")
         with Image.open(path) as img:
             rgb = np.asarray(img.convert("RGB"))
-        return info, rgb
+        return reencode_image(info, rgb, self.options.reencode), rgb
 
     def _instance_mask(self, ann: dict, info: ImageInfo, sample: str) -> tuple[np.ndarray, str]:
         segmentation = ann.get("segmentation")
@@ -158,10 +201,64 @@ class CocoEngine:
         licence = self.licences.get(image.get("license"))
         return licence.get("name", self.options.licence) if licence else self.options.licence
 
+    def _annotations(self, image_id, info: ImageInfo, rgb: np.ndarray, sample: str) -> _ImageAnnotations:
+        found = _ImageAnnotations()
+        for ann in self.annotations.get(image_id, []):
+            category = self._category_name(ann, sample)
+            mask, seg_type = self._instance_mask(ann, info, sample)
+            found.masks.setdefault(category, []).append((ann.get("id"), mask))
+            found.seg_types.setdefault(category, set()).add(seg_type)
+            if ann.get("iscrowd"):
+                found.crowded.add(category)
+            elif (instance := Instance.from_mask(ann.get("id"), category, mask, rgb)) is not None:
+                found.instances.setdefault(category, []).append(instance)
+        return found
+
+    def _template_drafts(self, image_id, found: _ImageAnnotations, shape: tuple[int, int], dropped: Counter) -> list:
+        drafts = []
+        for category in sorted(found.masks):
+            union = np.logical_or.reduce([mask for _, mask in found.masks[category]])
+            if not union.any():
+                dropped["empty_mask"] += 1
+                continue
+            ids = [ann_id for ann_id, _ in found.masks[category]]
+            drafts.append(_Draft(TEMPLATE.format(category=category), KIND_ONE_TO_MANY, "template", union, ids, category))
+        empty = np.zeros(shape, dtype=bool)
+        for category in self._absent_categories(image_id, set(found.masks)):
+            drafts.append(_Draft(TEMPLATE.format(category=category), KIND_ONE_TO_ZERO, "absent", empty, [], category))
+        return drafts
+
+    def _rule_drafts(self, found: _ImageAnnotations, info: ImageInfo, dropped: Counter) -> list:
+        drafts = []
+        everyone = [i for group in found.instances.values() for i in group]
+        for category in sorted(found.instances):
+            if category in found.crowded:
+                dropped["crowd_category"] += 1
+                continue
+            group = found.instances[category]
+            others = [i for i in everyone if i.category != category]
+            kept, ambiguous, over = select_unique(
+                candidate_expressions(category, group, others, info.width, info.height), self.options.max_one_to_one
+            )
+            dropped["ambiguous"] += ambiguous
+            dropped["over_limit"] += over
+            by_id = {i.ann_id: i for i in group}
+            for candidate in kept:
+                (target,) = candidate.targets
+                drafts.append(_Draft(candidate.text, KIND_ONE_TO_ONE, candidate.rule, by_id[target].mask, [target],
+                                     category))
+        return drafts
+
     def materialize(self, job: Job) -> JobOutput:
         image_id = job.payload
         image = self.images_by_id[image_id]
         info, rgb = self._load(image_id)
+        found = self._annotations(image_id, info, rgb, job.name)
+        out = JobOutput()
+        drafts = self._template_drafts(image_id, found, (info.height, info.width), out.dropped)
+        drafts += self._rule_drafts(found, info, out.dropped)
+        if self.vlm is not None:
+            drafts += self._vlm_drafts(info, found.masks, out.dropped)
         base = {
             "source": self.options.source, "image_id": image_id, "image_file": image.get("file_name"),
             "split": split_of(image, self.options), "licence": self._licence(image),
@@ -169,56 +266,22 @@ class CocoEngine:
         attribution = self.licences.get(image.get("license"), {}).get("attribution")
         if attribution:
             base["attribution"] = attribution
-        masks, instances, crowded, seg_types = {}, {}, set(), {}
-        for ann in self.annotations.get(image_id, []):
-            category = self._category_name(ann, job.name)
-            mask, seg_type = self._instance_mask(ann, info, job.name)
-            masks.setdefault(category, []).append((ann.get("id"), mask))
-            seg_types.setdefault(category, set()).add(seg_type)
-            if ann.get("iscrowd"):
-                crowded.add(category)
-            else:
-                instance = Instance.from_mask(ann.get("id"), category, mask, rgb)
-                if instance is not None:
-                    instances.setdefault(category, []).append(instance)
-        out = JobOutput()
-        drafts: list[tuple[str, str, str, np.ndarray, list, str]] = []  # text, kind, rule, mask, ann ids, category
-        empty = np.zeros((info.height, info.width), dtype=bool)
-        for category in sorted(masks):
-            union = np.logical_or.reduce([mask for _, mask in masks[category]])
-            ids = [ann_id for ann_id, _ in masks[category]]
-            drafts.append((TEMPLATE.format(category=category), KIND_ONE_TO_MANY, "template", union, ids, category))
-        for category in self._absent_categories(image_id, set(masks)):
-            drafts.append((TEMPLATE.format(category=category), KIND_ONE_TO_ZERO, "absent", empty, [], category))
-        all_instances = [i for group in instances.values() for i in group]
-        for category in sorted(instances):
-            if category in crowded:
-                out.dropped["crowd_category"] += 1
-                continue
-            others = [i for i in all_instances if i.category != category]
-            kept, ambiguous, over = select_unique(
-                candidate_expressions(category, instances[category], others, info.width, info.height),
-                self.options.max_one_to_one,
-            )
-            out.dropped["ambiguous"] += ambiguous
-            out.dropped["over_limit"] += over
-            by_id = {i.ann_id: i for i in instances[category]}
-            for candidate in kept:
-                (target,) = candidate.targets
-                drafts.append((candidate.text, KIND_ONE_TO_ONE, candidate.rule, by_id[target].mask, [target], category))
-        if self.vlm is not None:
-            drafts.extend(self._vlm_drafts(info, masks, out.dropped))
-        for text, kind, rule, mask, ids, category in drafts:
-            record = dict(base, text=text, kind=kind, rule=rule, category=category, ann_ids=ids,
-                          mask_type="empty" if kind == KIND_ONE_TO_ZERO else "+".join(sorted(seg_types[category])))
-            if self.scorer is not None and kind != KIND_ONE_TO_ZERO:
-                score = float(self.scorer(mask_region(rgb, mask), text))
+        if self.options.reencode != "none":
+            base["reencoded"] = self.options.reencode
+        if image.get(PROVENANCE_FIELD):
+            base["provenance"] = image[PROVENANCE_FIELD]
+        for draft in drafts:
+            mask_type = "empty" if draft.kind == KIND_ONE_TO_ZERO else "+".join(sorted(found.seg_types[draft.category]))
+            record = dict(base, text=draft.text, kind=draft.kind, rule=draft.rule, category=draft.category,
+                          ann_ids=draft.ann_ids, mask_type=mask_type)
+            if self.scorer is not None and draft.kind != KIND_ONE_TO_ZERO:
+                score = float(self.scorer(mask_region(rgb, draft.mask), draft.text))
                 record["score"] = round(score, 6)
                 if score < self.options.min_score:
                     out.dropped["low_score"] += 1
                     continue
             key = make_key(self.options.source, image_id, f"{len(out.triplets):03d}")
-            out.triplets.append(Triplet(key=key, image=info, mask=mask, record=record))
+            out.triplets.append(Triplet(key=key, image=info, mask=draft.mask, record=record))
         return out
 
     def _absent_categories(self, image_id, present: set[str]) -> list[str]:
@@ -258,11 +321,12 @@ class CocoEngine:
             union = np.logical_or.reduce([mask for _, mask in masks[category]])
             ids = [ann_id for ann_id, _ in masks[category]]
             kind = KIND_ONE_TO_ONE if len(ids) == 1 else KIND_ONE_TO_MANY
-            drafts.append((text, kind, "vlm", union, ids, category))
+            drafts.append(_Draft(text, kind, "vlm", union, ids, category))
         return drafts
 
     def spec(self, name: str | None = None, *, licences: list[dict] | None = None,
-             extra_files: dict[str, bytes] | None = None, fingerprint_extra: dict | None = None) -> DatasetSpec:
+             extra_files: dict[str, bytes] | None = None, fingerprint_extra: dict | None = None,
+             prepare=None) -> DatasetSpec:
         source_stat = None
         if self.instances_path.is_file():
             stat = self.instances_path.stat()
@@ -271,7 +335,7 @@ class CocoEngine:
             name=name or self.options.source,
             converter="from-coco",
             unit="image",
-            splits=self.jobs(),
+            splits=self.jobs,
             materialize=self.materialize,
             fingerprint_inputs={
                 "instances": source_stat, "images": str(self.images.resolve()), "options": asdict(self.options),
@@ -283,4 +347,5 @@ class CocoEngine:
                 for lic in self.licences.values()
             ] or [{"name": self.options.licence}],
             extra_files=extra_files or {},
+            prepare=prepare,
         )

@@ -17,14 +17,17 @@ finished conversion again with the same inputs and options does nothing; with di
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -33,19 +36,21 @@ from rsam.data.shards import (
     DATASET_INDEX,
     FORMAT_NAME,
     FORMAT_VERSION,
+    add_sample,
     load_dataset_index,
+    open_tar,
     sha256_file,
     shard_name,
     split_index_name,
     write_json_atomic,
     write_split_index,
-    write_tar,
 )
 
 log = logging.getLogger(__name__)
 
 WORK_DIR = "_work"
 ON_ERROR = ("raise", "skip")
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 @dataclass
@@ -74,11 +79,12 @@ class DatasetSpec:
     name: str
     converter: str
     unit: str  # what one job is, e.g. "sentence" or "image"
-    splits: dict[str, Sequence[Job]]
+    splits: dict[str, Sequence[Job]] | Callable[[], dict[str, Sequence[Job]]]  # a callable is called only if needed
     materialize: Materialize
     fingerprint_inputs: dict  # everything that determines the output (options, input file stats)
     licences: list[dict] = field(default_factory=list)
     extra_files: dict[str, bytes] = field(default_factory=dict)  # e.g. LICENCES.md, copied next to the shards
+    prepare: Callable[[], None] | None = None  # called before the jobs are listed, only if there is work to do
 
 
 def fingerprint_of(payload: dict) -> str:
@@ -141,38 +147,46 @@ def _discard_unvouched_files(out_dir: Path, split: str, state: _SplitState) -> N
             state.final = None
             break
     vouched = {shard["name"] for shard in state.shards}
-    for path in sorted(out_dir.glob(f"{split}-*.tar*")):
-        if path.name not in vouched:
+    own = re.compile(rf"{re.escape(split)}-\d{{6}}\.tar(\.tmp)?")
+    for path in sorted(out_dir.iterdir()):
+        if own.fullmatch(path.name) and path.name not in vouched:
             log.info("removing uncommitted %s", path.name)
             path.unlink()
 
 
 class _SplitWriter:
-    """Buffers encoded samples and commits full shards together with the state."""
+    """Streams encoded samples into ``<shard>.tar.tmp`` and commits full shards together with the state."""
 
     def __init__(self, out_dir: Path, split: str, shard_size: int, state: _SplitState):
         self.out_dir, self.split, self.shard_size, self.state = out_dir, split, shard_size, state
-        self.buffer: list[list[tuple[str, bytes]]] = []
+        self.tar = None
+        self.count = 0
         self.kinds: Counter = Counter()
 
+    def _tmp_path(self) -> Path:
+        name = shard_name(self.split, len(self.state.shards))
+        return self.out_dir / (name + ".tmp")
+
     def add(self, members: list[tuple[str, bytes]], kind: str) -> None:
-        self.buffer.append(members)
+        if self.tar is None:
+            self.tar = open_tar(self._tmp_path())
+        add_sample(self.tar, members)
+        self.count += 1
         self.kinds[kind] += 1
 
     @property
     def full(self) -> bool:
-        return len(self.buffer) >= self.shard_size
+        return self.count >= self.shard_size
 
     def commit(self, cursor: tuple[int, int], rejects: list[dict], dropped: Counter) -> None:
-        if not self.buffer:
+        if self.tar is None:
             return
-        name = shard_name(self.split, len(self.state.shards))
-        final = self.out_dir / name
-        tmp = final.with_name(name + ".tmp")
-        write_tar(tmp, self.buffer)
+        self.tar.close()
+        tmp = self._tmp_path()
+        final = tmp.with_name(tmp.name[: -len(".tmp")])
         entry = {
-            "name": name,
-            "nsamples": len(self.buffer),
+            "name": final.name,
+            "nsamples": self.count,
             "filesize": tmp.stat().st_size,
             "sha256": sha256_file(tmp),
             "kinds": dict(sorted(self.kinds.items())),
@@ -183,7 +197,13 @@ class _SplitWriter:
         tmp.replace(final)
         self.state.shards.append(entry)
         self.state.save()
-        self.buffer, self.kinds = [], Counter()
+        self.tar, self.count, self.kinds = None, 0, Counter()
+
+    def abandon(self) -> None:
+        """Close an unfinished temporary shard (a later run deletes it)."""
+        if self.tar is not None:
+            self.tar.close()
+            self.tar = None
 
 
 def _encode_job(job: Job, materialize: Materialize) -> tuple[list[tuple[list[tuple[str, bytes]], str]], Counter]:
@@ -191,6 +211,35 @@ def _encode_job(job: Job, materialize: Materialize) -> tuple[list[tuple[list[tup
     output = materialize(job)
     encoded = [(triplet.members(), triplet.record.get("kind", "")) for triplet in output.triplets]
     return encoded, Counter(output.dropped)
+
+
+_POOL_TASK: tuple[Sequence[Job], Materialize] | None = None  # set before forking the worker pool
+
+
+def _pool_encode(job_index: int):
+    jobs, materialize = _POOL_TASK
+    try:
+        return _encode_job(jobs[job_index], materialize)
+    except SampleError as err:
+        return err
+
+
+def _encoded_jobs(jobs: Sequence[Job], materialize: Materialize, start: int, workers: int) -> Iterator:
+    """``(job index, (encoded samples, drops) or SampleError)`` in job order; ``workers`` > 1 uses forked processes."""
+    if workers <= 1:
+        for job_index in range(start, len(jobs)):
+            try:
+                yield job_index, _encode_job(jobs[job_index], materialize)
+            except SampleError as err:
+                yield job_index, err
+        return
+    global _POOL_TASK
+    _POOL_TASK = (jobs, materialize)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            yield from enumerate(pool.imap(_pool_encode, range(start, len(jobs)), chunksize=4), start=start)
+    finally:
+        _POOL_TASK = None
 
 
 def write_split(
@@ -202,16 +251,22 @@ def write_split(
     shard_size: int,
     fingerprint: str,
     on_error: str,
+    workers: int = 1,
 ) -> dict:
-    """Convert one split (resuming if a compatible state exists) and return its summary."""
+    """Convert one split (resuming if a compatible state exists) and return its summary.
+
+    ``workers`` > 1 materializes jobs in that many forked processes; the output is identical (job order is kept).
+    """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if shard_size < 1:
         raise ValueError(f"shard size must be >= 1, got {shard_size}")
+    if not SPLIT_NAME.fullmatch(split):
+        raise ValueError(f"invalid split name {split!r}: letters, digits and '_' only")
     state = _SplitState.load(out_dir / WORK_DIR / f"{split}.state.json", fingerprint)
     _discard_unvouched_files(out_dir, split, state)
     if not state.complete:
-        _convert_jobs(out_dir, split, jobs, materialize, shard_size, state, on_error)
+        _convert_jobs(out_dir, split, jobs, materialize, shard_size, state, on_error, workers)
     rejects = state.rejects
     return {
         "inputs": len(jobs),
@@ -233,43 +288,60 @@ def _convert_jobs(
     shard_size: int,
     state: _SplitState,
     on_error: str,
+    workers: int,
 ) -> None:
     start_job, skip = state.cursor
     rejects, dropped = state.rejects, state.dropped
     if state.shards:
         log.info("%s: resuming after %d committed shard(s), at input %d/%d", split, len(state.shards), start_job, len(jobs))
     writer = _SplitWriter(out_dir, split, shard_size, state)
-    for job_index in tqdm(range(start_job, len(jobs)), desc=f"converting {split}", unit="input", leave=False):
-        job = jobs[job_index]
-        try:
-            encoded, job_dropped = _encode_job(job, materialize)
-        except SampleError as err:
-            if on_error == "raise":
-                raise
-            log.warning("rejected %s", err)
-            rejects.append({"split": split, "input": job.name, "reason": str(err)})
-            skip = 0
-            continue
-        for position in range(skip, len(encoded)):
-            members, kind = encoded[position]
-            writer.add(members, kind)
-            if writer.full and position + 1 < len(encoded):
-                writer.commit((job_index, position + 1), rejects, dropped)
-        skip = 0
-        dropped.update(job_dropped)
-        if writer.full:
-            writer.commit((job_index + 1, 0), rejects, dropped)
-    writer.commit((len(jobs), 0), rejects, dropped)
+    try:
+        _write_jobs(writer, split, jobs, materialize, start_job, skip, rejects, dropped, on_error, workers)
+    finally:
+        writer.abandon()
     state.final = {"rejects": list(rejects), "dropped": dict(sorted(dropped.items()))}
     state.save()
 
 
-def _check_existing(out_dir: Path, fingerprint: str, overwrite: bool) -> dict | None:
+def _write_jobs(writer: _SplitWriter, split: str, jobs: Sequence[Job], materialize: Materialize, start_job: int,
+                skip: int, rejects: list[dict], dropped: Counter, on_error: str, workers: int) -> None:
+    with contextlib.closing(_encoded_jobs(jobs, materialize, start_job, workers)) as results:
+        for job_index, result in tqdm(results, total=len(jobs) - start_job, desc=f"converting {split}",
+                                      unit="input", leave=False):
+            _write_result(writer, split, jobs, job_index, result, skip, rejects, dropped, on_error)
+            skip = 0
+    writer.commit((len(jobs), 0), rejects, dropped)
+
+
+def _write_result(writer: _SplitWriter, split: str, jobs: Sequence[Job], job_index: int, result, skip: int,
+                  rejects: list[dict], dropped: Counter, on_error: str) -> None:
+    """Write one job's samples (from position ``skip``), committing shards as they fill; or record its reject."""
+    if isinstance(result, SampleError):
+        if on_error == "raise":
+            raise result
+        log.warning("rejected %s", result)
+        rejects.append({"split": split, "input": jobs[job_index].name, "reason": str(result)})
+        return
+    encoded, job_dropped = result
+    for position in range(skip, len(encoded)):
+        members, kind = encoded[position]
+        writer.add(members, kind)
+        if writer.full and position + 1 < len(encoded):
+            writer.commit((job_index, position + 1), rejects, dropped)
+    dropped.update(job_dropped)
+    if writer.full:
+        writer.commit((job_index + 1, 0), rejects, dropped)
+
+
+def _check_existing(out_dir: Path, fingerprint: str, overwrite: bool, replace_stale: bool) -> dict | None:
     """The finished index if ``out_dir`` already holds this exact conversion; clears or refuses other contents."""
     if (out_dir / DATASET_INDEX).is_file():
         index = load_dataset_index(out_dir)
         if index.get("fingerprint") == fingerprint and not overwrite:
             return index
+        if replace_stale:
+            log.info("%s was built from other inputs or options: rebuilding it", out_dir)
+            overwrite = True
         if not overwrite:
             raise ValueError(
                 f"{out_dir} already holds a dataset built from other inputs or options; "
@@ -286,31 +358,40 @@ def _check_existing(out_dir: Path, fingerprint: str, overwrite: bool) -> dict | 
 
 
 def convert(spec: DatasetSpec, out_dir: str | Path, *, shard_size: int = 1000, on_error: str = "raise",
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, replace_stale: bool = False, workers: int = 1) -> dict:
     """Write ``spec`` as a shard dataset in ``out_dir`` (resuming or skipping finished work) and return the report.
 
     The report (also written to ``report.json``) holds per split ``inputs``, ``written``, ``rejected`` (in the unit
     ``spec.unit``), ``samples``, per-kind counts and drop counters; every reject is listed in ``rejects.jsonl``.
+    ``overwrite`` replaces whatever ``out_dir`` holds; ``replace_stale`` replaces a finished dataset built from other
+    inputs or options (for folders owned by one command, such as the demo) instead of refusing.
     """
     out_dir = Path(out_dir)
     fingerprint = fingerprint_of(
         {"converter": spec.converter, "name": spec.name, "shard_size": shard_size, "inputs": spec.fingerprint_inputs}
     )
-    existing = _check_existing(out_dir, fingerprint, overwrite)
+    existing = _check_existing(out_dir, fingerprint, overwrite, replace_stale)
     if existing is not None:
         log.info("%s is already complete (same inputs and options): nothing to do", out_dir)
         return json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     (out_dir / WORK_DIR).mkdir(parents=True, exist_ok=True)
+    if spec.prepare is not None:
+        spec.prepare()
+    jobs = spec.splits() if callable(spec.splits) else spec.splits
     splits = {}
-    for split in sorted(spec.splits):
+    for split in sorted(jobs):
         splits[split] = write_split(
-            out_dir, split, spec.splits[split], spec.materialize,
-            shard_size=shard_size, fingerprint=fingerprint, on_error=on_error,
+            out_dir, split, jobs[split], spec.materialize,
+            shard_size=shard_size, fingerprint=fingerprint, on_error=on_error, workers=workers,
         )
-    return _finalize(out_dir, spec, fingerprint, splits)
+    return finalize(out_dir, spec, fingerprint, splits)
 
 
-def _finalize(out_dir: Path, spec: DatasetSpec, fingerprint: str, splits: dict[str, dict]) -> dict:
+def finalize(out_dir: Path, spec: DatasetSpec, fingerprint: str, splits: dict[str, dict]) -> dict:
+    """Write the report, rejects, wids indexes, extra files and, last, ``index.json``; drop the work folder.
+
+    ``splits`` maps split names to :func:`write_split` summaries.
+    """
     for name, data in spec.extra_files.items():
         (out_dir / name).write_bytes(data)
     with open(out_dir / "rejects.jsonl", "w", encoding="utf-8") as handle:

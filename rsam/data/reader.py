@@ -35,6 +35,13 @@ def _parse_octal(field: bytes) -> int:
     return int(text, 8) if text else 0
 
 
+def _header_checksums(header: bytes) -> tuple[int, int]:
+    """The unsigned and the (historic) signed-char header checksums; writers use either."""
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    signed = unsigned - 256 * sum(1 for byte in header[:148] + header[156:] if byte > 127)
+    return unsigned, signed
+
+
 def _scan_headers(handle, path: str) -> list[tuple[str, int, int]] | None:
     """``[(member name, data offset, size)]`` of a plain ustar file; ``None`` if it needs the full tarfile parser."""
     members, offset = [], 0
@@ -48,7 +55,7 @@ def _scan_headers(handle, path: str) -> list[tuple[str, int, int]] | None:
             size = _parse_octal(header[124:136])
         except ValueError as err:
             raise CorruptShardError(f"{path}: corrupt tar header at byte {offset}") from err
-        if stored != sum(header[:148]) + 8 * 32 + sum(header[156:]):
+        if stored not in _header_checksums(header):
             raise CorruptShardError(f"{path}: corrupt tar header at byte {offset} (checksum mismatch)")
         typeflag = header[156:157]
         if typeflag not in (b"0", b"\0", b"5"):

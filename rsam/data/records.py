@@ -116,6 +116,16 @@ def encode_image(rgb: np.ndarray, suffix: str, quality: int = 95) -> bytes:
     return buffer.getvalue()
 
 
+REENCODE_CHOICES = ("none", "jpg", "png")
+
+
+def reencode_image(info: ImageInfo, rgb: np.ndarray, suffix: str) -> ImageInfo:
+    """``info`` re-encoded from its decoded RGB pixels as ``suffix`` (``none`` keeps the original bytes)."""
+    if suffix == "none" or suffix == info.suffix:
+        return info
+    return ImageInfo(data=encode_image(rgb, suffix), suffix=suffix, width=info.width, height=info.height)
+
+
 @dataclass
 class Triplet:
     """One sample ready to be written: key, image bytes, mask and the JSON record."""

@@ -19,7 +19,6 @@ anything else ``one-to-one``.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import pickle
@@ -27,22 +26,28 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from rsam.data.masks import decode_segmentation
-from rsam.data.pipeline import DatasetSpec, Job, JobOutput
+from rsam.data.pipeline import SPLIT_NAME, DatasetSpec, Job, JobOutput
 from rsam.data.records import (
     KIND_ONE_TO_MANY,
     KIND_ONE_TO_ONE,
     KIND_ONE_TO_ZERO,
+    REENCODE_CHOICES,
     SampleError,
     Triplet,
     inspect_image_bytes,
     make_key,
+    reencode_image,
     validate_text,
 )
 
 log = logging.getLogger(__name__)
 
 SENTENCE_MODES = ("first", "all")
+UNKNOWN_SPLIT = "unknown_split"
 TEXT_FIELDS = ("sent", "raw")
 _ONE_TO_MANY_TEXT = re.compile(r"^.+ in the image\.?$", re.IGNORECASE)
 
@@ -105,7 +110,8 @@ class ReferConverter:
     """Builds the :class:`DatasetSpec` of a refer-layout dataset."""
 
     def __init__(self, refs: Path, instances: Path, images: Path, *, source: str, sentences: str = "first",
-                 text_field: str = "sent", splits: list[str] | None = None, licence: str = "unknown"):
+                 text_field: str = "sent", splits: list[str] | None = None, licence: str = "unknown",
+                 reencode: str = "none"):
         if sentences not in SENTENCE_MODES:
             raise ValueError(f"--sentences must be one of {SENTENCE_MODES}")
         if text_field not in TEXT_FIELDS:
@@ -116,6 +122,9 @@ class ReferConverter:
             raise FileNotFoundError(f"instances file not found: {instances}")
         self.refs_path, self.instances_path, self.images = Path(refs), Path(instances), Path(images)
         self.source, self.sentences, self.text_field, self.licence = source, sentences, text_field, licence
+        if reencode not in REENCODE_CHOICES:
+            raise ValueError(f"--reencode must be one of {REENCODE_CHOICES}")
+        self.reencode = reencode
         self.refs = load_refs(self.refs_path)
         with open(self.instances_path, encoding="utf-8") as handle:
             instances = json.load(handle)
@@ -127,7 +136,9 @@ class ReferConverter:
     def jobs(self) -> dict[str, list[Job]]:
         by_split: dict[str, list[Job]] = {}
         for ref_index, ref in enumerate(self.refs):
-            split = str(ref.get("split", "")) if isinstance(ref, dict) else "invalid"
+            split = ref.get("split") if isinstance(ref, dict) else None
+            if not isinstance(split, str) or not SPLIT_NAME.fullmatch(split):
+                split = UNKNOWN_SPLIT  # materialize rejects these refs, naming them
             if self.wanted_splits is not None and split not in self.wanted_splits:
                 continue
             count = 1
@@ -140,7 +151,11 @@ class ReferConverter:
 
     @lru_cache(maxsize=8)
     def _image(self, path: Path):
-        return inspect_image_bytes(path.read_bytes(), f"image {path.name}")
+        info = inspect_image_bytes(path.read_bytes(), f"image {path.name}")
+        if self.reencode == "none":
+            return info
+        with Image.open(path) as img:
+            return reencode_image(info, np.asarray(img.convert("RGB")), self.reencode)
 
     def _sentence(self, ref: dict, sent_index: int, sample: str) -> str:
         sentences = ref.get("sentences")
@@ -159,6 +174,8 @@ class ReferConverter:
         missing = [key for key in ("split", "ann_id", "image_id") if key not in ref]
         if missing:
             raise SampleError(f"{sample}: ref lacks {', '.join(missing)}")
+        if not isinstance(ref["split"], str) or not SPLIT_NAME.fullmatch(ref["split"]):
+            raise SampleError(f"{sample}: invalid split {ref['split']!r} (letters, digits and '_' only)")
         text = self._sentence(ref, sent_index, sample)
         file_name = ref.get("file_name") or self.image_names.get(ref["image_id"])
         if not isinstance(file_name, str) or not file_name:
@@ -192,6 +209,8 @@ class ReferConverter:
             "licence": self.licence,
             "mask_type": seg_type,
         }
+        if self.reencode != "none":
+            record["reencoded"] = self.reencode
         key = make_key(self.source, "ref", ref_index, sent_index)
         return JobOutput([Triplet(key=key, image=image, mask=mask, record=record)])
 
@@ -210,6 +229,7 @@ class ReferConverter:
                 "refs": stat(self.refs_path), "instances": stat(self.instances_path),
                 "images": str(self.images.resolve()), "sentences": self.sentences, "text_field": self.text_field,
                 "splits": sorted(self.wanted_splits or []), "source": self.source, "licence": self.licence,
+                "reencode": self.reencode,
             },
             licences=[{"name": self.licence, "applies_to": self.source}],
         )

@@ -45,20 +45,30 @@ def write_json_atomic(path: Path, payload: object) -> None:
     os.replace(tmp, path)
 
 
+def open_tar(path: Path) -> tarfile.TarFile:
+    """A new ustar file for writing samples with :func:`add_sample`."""
+    return tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)
+
+
+def add_sample(tar: tarfile.TarFile, members: list[tuple[str, bytes]]) -> None:
+    """Append one sample's members ``(name, bytes)`` deterministically (mtime 0, uid/gid 0, mode 644)."""
+    for name, data in members:
+        if len(name.encode("utf-8")) > MAX_MEMBER_NAME or "/" in name:
+            raise ValueError(f"tar member name too long or nested: {name!r}")
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = 0
+        info.mode = 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        tar.addfile(info, io.BytesIO(data))
+
+
 def write_tar(path: Path, samples: list[list[tuple[str, bytes]]]) -> None:
     """Write ``samples`` (each a list of ``(member name, bytes)``) as a deterministic ustar tar at ``path``."""
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+    with open_tar(path) as tar:
         for members in samples:
-            for name, data in members:
-                if len(name.encode("utf-8")) > MAX_MEMBER_NAME or "/" in name:
-                    raise ValueError(f"tar member name too long or nested: {name!r}")
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mtime = 0
-                info.mode = 0o644
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(data))
+            add_sample(tar, members)
 
 
 def write_split_index(out_dir: Path, dataset_name: str, split: str, shards: list[dict]) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from rsam.data.pipeline import _finalize, DatasetSpec
+from rsam.data.pipeline import DatasetSpec, finalize
 from rsam.data.records import KINDS, MASK_SUFFIX, RECORD_SUFFIX, encode_mask_png
 from rsam.data.shards import sha256_file, shard_name, write_tar
 
@@ -81,4 +81,4 @@ def write_synthetic_dataset(out_dir: str | Path, shard_sizes: dict[str, Sequence
         first += summaries[split_name]["samples"]
     spec = DatasetSpec(name=name, converter="synthetic", unit="sample", splits={s: [] for s in layout},
                        materialize=lambda job: None, fingerprint_inputs={})
-    return _finalize(out_dir, spec, "synthetic", summaries)
+    return finalize(out_dir, spec, "synthetic", summaries)

@@ -47,11 +47,12 @@ def run_plain(out: Path, data_dir: str, train_per_rank: int) -> None:
                 padding += 1
     train = ResampledShardSampler(dataset.sizes, train_per_rank, seed=7)
     train.set_epoch(1)
-    train_indices = list(train)
+    train_loader = DataLoader(dataset, batch_size=512, sampler=train, num_workers=2, collate_fn=as_list)
+    train_keys = [key for batch in train_loader for key, _ in batch]
     counts = [None] * world
-    dist.all_gather_object(counts, {"valid": len(valid_keys), "padding": padding, "train": len(train_indices)})
+    dist.all_gather_object(counts, {"valid": len(valid_keys), "padding": padding, "train": len(train_keys)})
     report = {"rank": rank, "world": world, "valid_keys": valid_keys, "padding": padding, "all_counts": counts,
-              "train_count": len(train_indices), "train_head": train_indices[:50]}
+              "train_count": len(train_keys), "train_head": train_keys[:50]}
     (out / f"plain-rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 

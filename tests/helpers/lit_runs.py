@@ -1,0 +1,43 @@
+"""A tiny recipe (same architecture, 64 px, 2-layer text encoder) over a synthetic shard set, and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers.shard_utils import subprocess_env
+
+from rsam.data.synthetic import write_synthetic_dataset
+
+TINY_RECIPE = """
+name: tiny
+seed: 7
+model:
+  image_size: [64, 64]
+  swin: {{embed_dim: 8, depths: [1, 1, 1, 1], num_heads: [1, 1, 2, 2], window_size: 4, drop_path_rate: 0.0}}
+  text: {{hidden_size: 16, num_layers: 2, num_heads: 2, intermediate_size: 32, max_position_embeddings: 32}}
+data: {{dirs: ["{data}"], batch_size: 2, num_workers: 0, samples_per_rank: 4, test_split: val}}
+optim: {{lr: 1.0e-3, trained_text_layers: 1}}
+trainer: {{accelerator: cpu, devices: 1, max_steps: 4, log_every_n_steps: 1, num_sanity_val_steps: 0,
+          enable_progress_bar: false, default_root_dir: "{run}"}}
+wandb: {{panel_samples: 2, project: tiny}}
+"""
+
+
+def tiny_setup(root: Path) -> tuple[Path, Path]:
+    """(recipe path, run folder): 8 training and 5 validation samples (odd: the last batch is short)."""
+    data = root / "data"
+    write_synthetic_dataset(data, {"train": [8], "val": [5]}, image_size=24)
+    recipe = root / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.format(data=data, run=root / "run"))
+    return recipe, root / "run"
+
+
+def rsam_cli(*args: str, timeout: int = 240) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """Run ``python -m rsam.cli.main ARGS``; returns the process and its last stdout line parsed as JSON."""
+    result = subprocess.run([sys.executable, "-m", "rsam.cli.main", *args], capture_output=True, text=True,
+                            timeout=timeout, env=subprocess_env())
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    return result, json.loads(lines[-1]) if lines else None
