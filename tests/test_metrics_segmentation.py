@@ -63,6 +63,7 @@ def test_semantic_metric_official_iou_with_absent_classes_and_f1():
     assert result["pixel_accuracy"] == pytest.approx(6 / 8)
 
 
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
 def test_semantic_metric_ignore_index_and_bad_labels():
     metric = SemanticSegMetric(["bg", "a"], ignore_index=255, mean_classes=[1])
     metric.update(np.array([[1, 1, 0]]), np.array([[1, 255, 0]]))

@@ -8,7 +8,7 @@ import pytest
 from rsam.tasks import caption_rng, detect, detect_tiled, iter_patches, patch_origins, rule_based_caption
 from rsam.tasks.captioning import DISTRIBUTION_TEMPLATES, EXISTENCE_TEMPLATES
 from rsam.tasks.m2b import Boxes
-from rsam.tasks.tiling import devkit_nms, merge_patch_boxes
+from rsam.tasks.tiling import devkit_nms, devkit_poly_nms, merge_patch_boxes
 
 
 class FirstChoice(random.Random):
@@ -79,6 +79,17 @@ def test_devkit_nms_uses_inclusive_areas():
     hbb = np.array([[0, 0, 10, 10], [0, 5, 10, 15], [50, 50, 60, 60]], float)
     np.testing.assert_array_equal(devkit_nms(hbb, np.array([0.9, 0.8, 0.7])), [0, 2])
     np.testing.assert_array_equal(devkit_nms(hbb, np.array([0.9, 0.8, 0.7]), 0.4), [0, 1, 2])
+
+
+def test_devkit_poly_nms_uses_polygon_iou():
+    square = [0, 0, 10, 0, 10, 10, 0, 10]
+    diamond = [5, 0, 10, 5, 5, 10, 0, 5]  # IoU with the square 50 / 100 = 0.5 > 0.3 -> suppressed
+    shifted = [8, 0, 18, 0, 18, 10, 8, 10]  # IoU 20 / 180 -> kept
+    kept = devkit_poly_nms(np.array([square, diamond, shifted], float), np.array([0.9, 0.8, 0.7]))
+    np.testing.assert_array_equal(kept, [0, 2])
+    merged = merge_patch_boxes([(0, 0, Boxes(np.array([square], float), np.array([0.9]), "obb")),
+                                (0, 0, Boxes(np.array([diamond], float), np.array([0.95]), "obb"))])
+    np.testing.assert_array_equal(merged.coords, [diamond])
 
 
 def test_merge_shifts_patch_boxes():

@@ -140,3 +140,18 @@ def test_detect_per_class_and_bad_input():
         detect(probs, ["ship"])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         detect(probs * 2, ["ship", "harbor"])
+
+
+def test_polygon_prefilter_never_hides_an_inner_box():
+    """The vectorised prefilter may only skip pairs the official rasterised test also finds 'not inside'."""
+    from rsam.tasks.m2b import _polygon_may_be_inside
+
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        rects = np.array([cv2.boxPoints(((rng.uniform(-2, 20), rng.uniform(-2, 20)), (rng.uniform(0, 12),
+                          rng.uniform(0, 12)), rng.uniform(0, 90))).astype(int).reshape(-1) for _ in range(5)], float)
+        may = _polygon_may_be_inside(rects)
+        for i in range(5):
+            for j in range(5):
+                if i != j and _polygon_inside(rects[i], rects[j]):
+                    assert may[i, j]

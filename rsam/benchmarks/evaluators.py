@@ -5,8 +5,9 @@ foreground probabilities (softmax channel 1), one map per prompt, all prompts of
 you like). Maps may come at the model resolution (896 x 896, which gives exact parity with the official protocol) or
 at the image size; each evaluator resizes them with the official rule:
 
-* res / semseg: metrics at ``eval_size`` (896) — prediction nearest-resized, target nearest-resized with PIL
-  (REF.py / SEG.py); ``eval_size=None`` scores at the target's own size instead;
+* res / semseg: metrics at ``eval_size`` (896), the target nearest-resized with PIL (REF.py / SEG.py); the official
+  prediction is native at 896, a prediction of another size is nearest-resized with the same PIL rule as the target
+  (so a perfect prediction stays perfect); ``eval_size=None`` scores at the target's own size instead;
 * det / obb / vg / count / caption: maps nearest-resized to the image size, then M2B (model.py);
 * mlc / mcc: pooled on the maps as given (the official code pools at 896 x 896, before any resize).
 
@@ -46,8 +47,23 @@ def _predict(predict_fn: PredictFn, image: np.ndarray, prompts: list[str]) -> np
     return probs
 
 
+def _like_target(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bring a predicted mask / label map to the scoring size with the PIL nearest rule used for the target."""
+    return resize_mask(np.asarray(labels, dtype=np.int32), size)
+
+
 def _at_image_size(probs: np.ndarray, image: np.ndarray) -> np.ndarray:
     return resize_nearest(probs, image.shape[:2])
+
+
+def _boundary(boundary_fn: BoundaryFn | None, image: np.ndarray) -> np.ndarray | None:
+    """The image's boundary map (EPOC) when a provider is plugged in, checked to be ``(H, W)``."""
+    if boundary_fn is None:
+        return None
+    boundary = np.asarray(boundary_fn(image), dtype=np.float32)
+    if boundary.shape != image.shape[:2]:
+        raise ValueError(f"boundary_fn returned {boundary.shape}, expected the image size {image.shape[:2]}")
+    return boundary
 
 
 def _as_torch(entry: dict) -> dict:
@@ -82,7 +98,7 @@ class ReferringEvaluator(Evaluator):
         mask = probs_to_masks(_predict(predict_fn, image, [sample.text])[0])
         target = np.asarray(sample.target, dtype=np.uint8)
         size = (self.eval_size, self.eval_size) if self.eval_size else target.shape
-        self.metric.update(resize_nearest(mask, size)[None], resize_mask(target, size)[None])
+        self.metric.update(_like_target(mask, size)[None], resize_mask(target, size)[None])
 
 
 class SemanticSegEvaluator(Evaluator):
@@ -102,7 +118,7 @@ class SemanticSegEvaluator(Evaluator):
         target = np.asarray(sample.target)
         size = (self.eval_size, self.eval_size) if self.eval_size else target.shape
         target = resize_mask(target.astype(np.int32), size)
-        self.metric.update(resize_nearest(labels, size)[None], target[None])
+        self.metric.update(_like_target(labels, size)[None], target[None])
 
 
 class DetectionEvaluator(Evaluator):
@@ -122,7 +138,7 @@ class DetectionEvaluator(Evaluator):
         self.boundary_fn, self.boundary_threshold, self.tiled = boundary_fn, boundary_threshold, tiled
 
     def process(self, sample, image, predict_fn):
-        boundary = None if self.boundary_fn is None else np.asarray(self.boundary_fn(image), np.float32)
+        boundary = _boundary(self.boundary_fn, image)
         options = dict(box_type=self.box_type, boundary=boundary, boundary_threshold=self.boundary_threshold)
         if self.tiled:
             found = detect_tiled(image, self.class_names, self.prompts, predict_fn, **options)
@@ -192,7 +208,7 @@ class CountingEvaluator(Evaluator):
 
     def process(self, sample, image, predict_fn):
         prob = _at_image_size(_predict(predict_fn, image, class_prompts([sample.text], self.template)), image)
-        boundary = None if self.boundary_fn is None else np.asarray(self.boundary_fn(image), np.float32)
+        boundary = _boundary(self.boundary_fn, image)
         count = count_objects(prob, sample.text, self.priors, boundary=boundary,
                               boundary_threshold=self.boundary_threshold)
         self.metric.update([count], [int(sample.target)])
@@ -212,7 +228,7 @@ class CaptionEvaluator(Evaluator):
 
     def process(self, sample, image, predict_fn):
         probs = _at_image_size(_predict(predict_fn, image, self.prompts), image)
-        boundary = None if self.boundary_fn is None else np.asarray(self.boundary_fn(image), np.float32)
+        boundary = _boundary(self.boundary_fn, image)
         found = detect(probs, self.class_names, boundary=boundary, boundary_threshold=self.boundary_threshold)
         boxes = {name: found[name].coords for name in self.class_names if len(found[name])}
         caption = rule_based_caption(boxes, image.shape[:2], caption_rng(self.seed, sample.key), self.regions)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,12 +25,16 @@ from rsam.metrics import (
     SceneAccuracy, SemanticSegMetric, VocDetectionMetric,
 )
 from rsam.metrics.captioning import caption_scores
+from rsam.tasks.m2b import Boxes
 from rsam.tasks.maps import resize_nearest
+from rsam.tasks.tiling import suppress_merged
 
 TASKS = ("res", "semseg", "det", "obb", "vg", "mlc", "mcc", "count", "caption")
 
 
 def _load_json(path: Path) -> Any:
+    if path.is_dir():
+        raise ValueError(f"{path}: expected a JSON file, got a folder")
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -202,11 +207,35 @@ def _score_coco(pred_path: Path, gt_path: Path, allow_empty: bool) -> dict:
     return metric.compute()
 
 
-def _dota_predictions(pred_path: Path, width: int, names: list[str], images: set[str], allow_empty: bool):
+PATCH_NAME = re.compile(r"^(?P<name>.+)__(?P<rate>[0-9.]+)__(?P<x>[0-9]+)___(?P<y>[0-9]+)$")
+
+
+def _merge_patches(rows: list, box_kind: str, where: Path) -> list:
+    """Devkit ``ResultMerge`` of patch-level rows ``(image, class, score, coords)``: names
+    ``<image>__<rate>__<x>___<y>`` are shifted back to the full image, then NMS 0.3 per image and class."""
+    groups: dict = {}
+    for image, label, score, coords in rows:
+        match = PATCH_NAME.match(image)
+        if not match:
+            raise ValueError(f"{where}: {image!r} is not a devkit patch name '<image>__<rate>__<x>___<y>'")
+        rate, x, y = float(match["rate"]), int(match["x"]), int(match["y"])
+        shifted = [(v + (x if k % 2 == 0 else y)) / rate for k, v in enumerate(coords)]
+        groups.setdefault((match["name"], label), []).append((score, shifted))
+    merged = []
+    for (image, label), items in groups.items():
+        boxes = Boxes(np.asarray([c for _, c in items]), np.asarray([s for s, _ in items]),
+                      "hbb" if box_kind == "hbb" else "obb")
+        kept = suppress_merged(boxes)
+        merged.extend((image, label, float(sc), list(co)) for sc, co in zip(kept.scores, kept.coords))
+    return merged
+
+
+def _dota_predictions(pred_path: Path, box_kind: str, names: list[str], images: set[str], allow_empty: bool,
+                      merge_patches: bool):
     """``Task1_<class>.txt`` / ``Task2_<class>.txt`` files in a folder, lines ``image score coords...``."""
-    files = sorted(pred_path.glob("Task*_*.txt"))
-    preds: dict[str, list] = {image: [] for image in images}
-    for path in files:
+    width = 8 if box_kind == "poly" else 4
+    rows = []
+    for path in sorted(pred_path.glob("Task*_*.txt")):
         name = path.stem.split("_", 1)[1]
         if name not in names:
             raise ValueError(f"{path}: class {name!r} is not in the ground truth's classes {names}")
@@ -216,16 +245,21 @@ def _dota_predictions(pred_path: Path, width: int, names: list[str], images: set
                 continue
             if len(fields) != 2 + width:
                 raise ValueError(f"{path}:{line_no}: expected 'image score' and {width} coordinates")
-            if fields[0] not in preds:
-                raise ValueError(f"{path}:{line_no}: unknown image {fields[0]!r}")
-            preds[fields[0]].append((float(fields[1]), [float(v) for v in fields[2:]], names.index(name)))
-    if not any(preds.values()) and not allow_empty:
+            rows.append((fields[0], names.index(name), float(fields[1]), [float(v) for v in fields[2:]]))
+    if merge_patches:
+        rows = _merge_patches(rows, box_kind, pred_path)
+    preds: dict[str, list] = {image: [] for image in images}
+    for image, label, score, coords in rows:
+        if image not in preds:
+            raise ValueError(f"{pred_path}: a prediction names unknown image {image!r}")
+        preds[image].append((score, coords, label))
+    if not rows and not allow_empty:
         raise ValueError(f"{pred_path}: the prediction set is empty (pass --allow-empty to score it as no detection)")
     return preds
 
 
 def _score_dota(pred_path: Path, gt_path: Path, box_kind: str, classes: list[str] | None, allow_empty: bool,
-                use_07_metric: bool) -> dict:
+                use_07_metric: bool, merge_patches: bool) -> dict:
     if not pred_path.is_dir():
         raise ValueError(f"{pred_path}: with a DOTA label folder as ground truth, predictions are a folder of "
                          "Task1_<class>.txt (obb) / Task2_<class>.txt (hbb) files")
@@ -236,7 +270,7 @@ def _score_dota(pred_path: Path, gt_path: Path, box_kind: str, classes: list[str
            for p in gt_files}
     names = list(classes) if classes else sorted({fields[8] for rows in raw.values() for fields in rows})
     width = 8 if box_kind == "poly" else 4
-    preds = _dota_predictions(pred_path, width, names, set(raw), allow_empty)
+    preds = _dota_predictions(pred_path, box_kind, names, set(raw), allow_empty, merge_patches)
     metric = VocDetectionMetric(names, box_kind=box_kind, use_07_metric=use_07_metric)
     for path in gt_files:
         target = parse_dota_txt(path, names, canonical=False)
@@ -256,17 +290,17 @@ def _extents(polys: np.ndarray) -> np.ndarray:
 
 
 def score_det(pred_path: Path, gt_path: Path, allow_empty: bool = False, classes: list[str] | None = None,
-              use_07_metric: bool = True, **_) -> dict:
+              use_07_metric: bool = True, merge_patches: bool = False, **_) -> dict:
     if gt_path.is_dir():
-        return _score_dota(pred_path, gt_path, "hbb", classes, allow_empty, use_07_metric)
+        return _score_dota(pred_path, gt_path, "hbb", classes, allow_empty, use_07_metric, merge_patches)
     return _score_coco(pred_path, gt_path, allow_empty)
 
 
 def score_obb(pred_path: Path, gt_path: Path, allow_empty: bool = False, classes: list[str] | None = None,
-              use_07_metric: bool = True, **_) -> dict:
+              use_07_metric: bool = True, merge_patches: bool = False, **_) -> dict:
     if not gt_path.is_dir():
         raise ValueError(f"{gt_path}: oriented-box ground truth is a folder of DOTA label files")
-    return _score_dota(pred_path, gt_path, "poly", classes, allow_empty, use_07_metric)
+    return _score_dota(pred_path, gt_path, "poly", classes, allow_empty, use_07_metric, merge_patches)
 
 
 # ---------------------------------------------------------------- per-id tasks (vg, mlc, mcc, count)

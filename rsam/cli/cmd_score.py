@@ -24,6 +24,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="det/obb with DOTA label folders: comma-separated class list (default: classes in gt)")
     parser.add_argument("--all-point-ap", action="store_true",
                         help="det/obb with DOTA label folders: all-point AP instead of the devkit's VOC07 11-point")
+    parser.add_argument("--merge-patches", action="store_true",
+                        help="det/obb with DOTA label folders: predictions name devkit patches "
+                             "(<image>__<rate>__<x>___<y>, as DET_DOTA.py writes them); merge them like ResultMerge")
     parser.add_argument("--threshold", type=float, default=0.5, help="mlc: score threshold (official: > 0.5)")
     parser.add_argument("--split", default=None, help="caption: split of a Karpathy dataset.json ground truth")
     parser.add_argument("--meteor", action="store_true", help="caption: also compute METEOR (needs java, slow)")
@@ -36,6 +39,7 @@ def _options(args) -> dict:
     if args.eval_size is not None and args.eval_size <= 0:
         raise UserError("--eval-size must be positive")
     options = {"allow_empty": args.allow_empty, "use_07_metric": not args.all_point_ap,
+               "merge_patches": args.merge_patches,
                "threshold": args.threshold, "split": args.split, "meteor": args.meteor, "eval_size": args.eval_size}
     if args.classes is not None:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]

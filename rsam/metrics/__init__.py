@@ -10,9 +10,9 @@ from rsam.metrics.classification import MultiLabelAccuracy, SceneAccuracy
 from rsam.metrics.counting import CountingAccuracy
 from rsam.metrics.detection import CocoDetectionMetric, VocDetectionMetric
 from rsam.metrics.grounding import GroundingMetric, box_iou
-from rsam.metrics.polygon import polygon_iou
 from rsam.metrics.referring import ReferringSegMetric
 from rsam.metrics.semseg import SemanticSegMetric
+from rsam.tasks.polygon import polygon_iou
 
 __all__ = [
     "CaptionMetric", "CocoDetectionMetric", "CountingAccuracy", "GroundingMetric", "MultiLabelAccuracy",

@@ -42,7 +42,7 @@ def java_available() -> bool:
 
 _PTB_SEPARATE = re.compile(r"(\.\.\.|[;@#$%&?!(){}\[\]\"]|,(?!\d)|(?<!\d):|:(?!\d))")
 _PTB_CLITIC = re.compile(r"(?i)^(.*[a-z])('s|'m|'d|'re|'ve|'ll|n't)$")
-_PTB_ACRONYM = re.compile(r"^(?:[a-z]\.){2,}$")
+_PTB_ACRONYM = re.compile(r"^(?:[a-z]\.)+$")  # "u.s.", "e.g." and single initials "b." keep their period
 _PTB_WORDS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-", "[": "-lsb-", "]": "-rsb-", '"': "''"}
 
 
@@ -64,13 +64,15 @@ def simple_ptb_tokenize(sentence: str) -> str:
 
 def tokenize(corpus: Corpus, *, use_java: bool | None = None) -> tuple[dict, str]:
     """Tokenise ``{id: [sentences]}``; returns ``(tokenised, tokenizer_name)``."""
-    use_java = java_available() if use_java is None else use_java
+    if use_java is None:
+        use_java = java_available()
+        if not use_java:
+            log.warning("java not found: captions are tokenised with the pure-Python PTB approximation")
     if use_java:
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
         entries = {key: [{"caption": s} for s in sentences] for key, sentences in corpus.items()}
         return PTBTokenizer().tokenize(entries), "ptb-java"
-    log.warning("java not found: captions are tokenised with the pure-Python PTB approximation")
     return {key: [simple_ptb_tokenize(s) for s in sentences] for key, sentences in corpus.items()}, "ptb-python"
 
 
@@ -157,11 +159,9 @@ def caption_scores(references: Corpus, hypotheses: Mapping[Hashable, str], *, me
     if meteor and use_java:
         from pycocoevalcap.meteor.meteor import Meteor
 
-        scorer = Meteor()
-        try:
-            result["METEOR"] = float(scorer.compute_score(gts, res)[0])
-        finally:
-            scorer.close()
+        scorer = Meteor()  # a java subprocess, killed when the scorer is collected
+        result["METEOR"] = float(scorer.compute_score(gts, res)[0])
+        del scorer
     elif meteor:
         result["missing"].append("METEOR (needs java)")
     result["tokenizer"] = tokenizer

@@ -7,7 +7,7 @@ positive, on a *difficult* box neither; otherwise a false positive. ``recall = T
 ``precision = TP / max(TP + FP, eps)``. AP: the VOC07 11-point rule (``use_07_metric=True``, what the devkit's
 ``main`` passes) or the all-point area under the interpolated curve.
 
-IoU: oriented boxes (task 1) by polygon IoU (:func:`rsam.metrics.polygon.polygon_iou`), with the devkit's prefilter on
+IoU: oriented boxes (task 1) by polygon IoU (:func:`rsam.tasks.polygon.polygon_iou`), with the devkit's prefilter on
 the pixel-inclusive horizontal extents; horizontal boxes (task 2) by the devkit's pixel-inclusive formula
 ``(x2 - x1 + 1) * (y2 - y1 + 1)``.
 """
@@ -19,7 +19,7 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from rsam.metrics.polygon import hbb_extents, polygon_iou
+from rsam.tasks.polygon import hbb_extents, polygon_iou
 
 IOU_THRESHOLD = 0.5
 

@@ -170,6 +170,21 @@ def _hbb_inside_matrix(coords: np.ndarray) -> np.ndarray:
     return empty | subset
 
 
+def _polygon_may_be_inside(coords: np.ndarray) -> np.ndarray:
+    """Cheap necessary condition for the polygon pixel test, for all pairs: polygon i cannot lie inside polygon j if
+    one of its vertices is on the pair's canvas but outside j's bounding box (``fillPoly`` draws every vertex)."""
+    pts = np.asarray(coords, dtype=np.int64).reshape(len(coords), -1, 2)
+    xs, ys = pts[..., 0], pts[..., 1]
+    max_x, max_y = xs.max(1), ys.max(1)
+    width = np.maximum(max_x[:, None], max_x[None, :])[..., None]
+    height = np.maximum(max_y[:, None], max_y[None, :])[..., None]
+    vx, vy = xs[:, None, :], ys[:, None, :]
+    on_canvas = (vx >= 0) & (vy >= 0) & (vx <= width - 1) & (vy <= height - 1)
+    outside = (vx < xs.min(1)[None, :, None]) | (vx > max_x[None, :, None]) | \
+        (vy < ys.min(1)[None, :, None]) | (vy > max_y[None, :, None])
+    return ~(on_canvas & outside).any(axis=2)
+
+
 def _polygon_inside(inner: np.ndarray, outer: np.ndarray) -> bool:
     pts_a = np.asarray(inner, dtype=np.int64).reshape(-1, 2)
     pts_b = np.asarray(outer, dtype=np.int64).reshape(-1, 2)
@@ -194,7 +209,9 @@ def remove_inner_boxes(boxes: Boxes) -> Boxes:
     if boxes.box_type == "hbb":
         inside = _hbb_inside_matrix(boxes.coords)
     else:
-        inside = np.array([[_polygon_inside(boxes.coords[i], boxes.coords[j]) for j in range(n)] for i in range(n)])
+        inside = np.zeros((n, n), dtype=bool)
+        for i, j in zip(*np.nonzero(_polygon_may_be_inside(boxes.coords))):
+            inside[i, j] = _polygon_inside(boxes.coords[i], boxes.coords[j])
     np.fill_diagonal(inside, False)
     return boxes.take(np.flatnonzero(~inside.any(axis=1)))
 

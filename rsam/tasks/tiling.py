@@ -7,8 +7,9 @@ patches with 200 px overlap by the DOTA devkit's ``ImgSplit`` and the patch resu
 * patch origins (``ImgSplit.SplitSingle``): step ``patch - overlap``; a patch that would reach or pass the image edge
   is moved back to ``max(size - patch, 0)`` and is the last one in that direction;
 * patches are zero-padded to ``patch x patch`` (``padding=True``);
-* merge (``ResultMerge.mergebyrec``): boxes are shifted by the patch origin and, per image and class, suppressed with
-  the devkit's ``py_cpu_nms`` (pixel-inclusive ``+1`` areas, keep IoU ``<= 0.3``).
+* merge (``ResultMerge``): boxes are shifted by the patch origin and, per image and class, suppressed with the
+  devkit's NMS at 0.3 (keep IoU ``<= 0.3``): ``py_cpu_nms`` with pixel-inclusive ``+1`` areas for horizontal boxes
+  (``mergebyrec``), ``py_cpu_nms_poly`` with polygon IoU for oriented boxes (``mergebypoly``).
 
 Deviation (documented): probability on the zero padding is discarded (maps are cropped to the real image area before
 M2B), so no box reaches outside the image; the devkit would keep boxes found on padding.
@@ -22,6 +23,7 @@ import numpy as np
 
 from rsam.tasks.m2b import EPOC_THRESHOLD_DETECTION, Boxes, detect
 from rsam.tasks.maps import as_prob_stack, resize_nearest
+from rsam.tasks.polygon import polygon_iou
 
 PATCH_SIZE = 896
 PATCH_OVERLAP = 200
@@ -76,10 +78,32 @@ def devkit_nms(hbb: np.ndarray, scores: np.ndarray, iou_threshold: float = MERGE
     return np.asarray(keep, dtype=np.int64)
 
 
+def devkit_poly_nms(polys: np.ndarray, scores: np.ndarray, iou_threshold: float = MERGE_NMS_IOU) -> np.ndarray:
+    """DOTA devkit ``py_cpu_nms_poly``: polygon IoU, keeps polygons with IoU ``<= thr``."""
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size > 0:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iou = np.array([polygon_iou(polys[i], polys[j]) for j in rest])
+        order = rest[iou <= iou_threshold] if rest.size else rest
+    return np.asarray(keep, dtype=np.int64)
+
+
+def suppress_merged(boxes: Boxes, iou_threshold: float = MERGE_NMS_IOU) -> Boxes:
+    """The devkit's merge NMS for the box type: inclusive-area hbb NMS or polygon NMS."""
+    if len(boxes) == 0:
+        return boxes
+    if boxes.box_type == "hbb":
+        return boxes.take(devkit_nms(boxes.coords, boxes.scores, iou_threshold))
+    return boxes.take(devkit_poly_nms(boxes.coords, boxes.scores, iou_threshold))
+
+
 def merge_patch_boxes(
     per_patch: Sequence[tuple[int, int, Boxes]], iou_threshold: float = MERGE_NMS_IOU
 ) -> Boxes:
-    """Shift each patch's boxes by its origin ``(x, y)`` and merge them with :func:`devkit_nms`."""
+    """Shift each patch's boxes by its origin ``(x, y)`` and merge them with :func:`suppress_merged`."""
     shifted = []
     box_type = per_patch[0][2].box_type if per_patch else "hbb"
     for x, y, boxes in per_patch:
@@ -92,7 +116,7 @@ def merge_patch_boxes(
     merged = Boxes(
         np.concatenate([b.coords for b in shifted]), np.concatenate([b.scores for b in shifted]), box_type
     )
-    return merged.take(devkit_nms(merged.as_hbb(), merged.scores, iou_threshold))
+    return suppress_merged(merged, iou_threshold)
 
 
 def detect_tiled(
