@@ -151,7 +151,25 @@ class RemoteSAMShardDataModule(pl.LightningDataModule):
         per_rank = self.hparams.samples_per_rank or math.ceil(len(dataset) / world)
         sampler = ResampledShardSampler(dataset.sizes, per_rank, seed=self.hparams.seed,
                                         mix_shards=self.hparams.mix_shards, num_replicas=world, rank=rank)
+        self._skip_consumed(sampler)
         return self._loader(dataset, sampler)
+
+    def _skip_consumed(self, sampler: ResampledShardSampler) -> None:
+        """On a mid-epoch resume, continue the epoch's order where the checkpointed run stopped.
+
+        Lightning restores the loops' progress before it asks for the train loader, so the batches already
+        completed in the current epoch are known here; without this the resumed epoch would restart its order.
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return
+        # "processed" counts batches whose training step ran (a checkpoint saved in on_train_batch_end has not yet
+        # marked its batch "completed")
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        batches_per_epoch = math.ceil(len(sampler) / self.hparams.batch_size)
+        if 0 < done < batches_per_epoch:  # a checkpoint taken at an epoch's end restarts nothing
+            sampler.resume_within_epoch(trainer.current_epoch, done * self.hparams.batch_size)
+            log.info("resuming epoch %d after %d batches", trainer.current_epoch, done)
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)

@@ -150,3 +150,41 @@ def test_resumed_run_sees_the_same_training_order(uneven, tmp_path):
     assert first == [item for item in full if item[0] == 0]
     assert resumed == [item for item in full if item[0] == 1]
     assert [keys for _, keys in first] != [keys for _, keys in resumed]
+
+
+def test_mid_epoch_resume_continues_the_epoch_order(uneven, tmp_path):
+    """Stopped after 1 of 3 batches of epoch 1, the resumed run sees exactly the batches the full run saw next."""
+    import lightning.pytorch as pl
+
+    class Recorder(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.seen = []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append((self.current_epoch, batch_idx, [m["key"] for m in batch["meta"]]))
+            return (self.weight * batch["image"].mean()).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class SaveAt(pl.Callback):  # a checkpoint written during training, as a periodic or preemption save is
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 4:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+
+    def fit(ckpt_path=None):
+        datamodule = RemoteSAMShardDataModule(str(uneven), image_size=16, batch_size=2, num_workers=0,
+                                              samples_per_rank=6, seed=11)
+        model = Recorder()
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=9, limit_val_batches=0, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             default_root_dir=tmp_path, callbacks=[SaveAt()])
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        return model.seen
+
+    full = fit()  # 3 epochs of 3 batches; saves after the first batch of epoch 1
+    resumed = fit(str(tmp_path / "mid.ckpt"))
+    assert [step[:2] for step in full[3:6]] == [(1, 0), (1, 1), (1, 2)]
+    assert resumed == full[4:]

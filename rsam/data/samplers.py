@@ -3,7 +3,9 @@
 - :class:`ResampledShardSampler` (training): each rank draws shards with replacement (weighted by their sample
   counts), ``mix_shards`` at a time, and yields the drawn shards' samples in a shuffled order, until exactly
   ``samples_per_rank`` indices. Everything is a function of (seed, epoch, rank), so a resumed run repeats the
-  same order; every rank yields the same count, so DDP collectives stay in step.
+  same order; every rank yields the same count, so DDP collectives stay in step. ``resume_within_epoch`` makes
+  the next pass over a given epoch skip the samples a checkpointed run already consumed (exact mid-epoch resume;
+  ``len`` stays the full count so the trainer's batch bookkeeping is unchanged).
 - :class:`PaddedEvalSampler` (validation/test): rank ``r`` gets the contiguous block ``[r*m, (r+1)*m)`` of
   ``m = ceil(N / world)`` indices; positions ``>= N`` are padding indices (``N + j``), which the dataset returns as
   ``valid=False`` copies. Every sample is seen exactly once across ranks for any shard layout, at most
@@ -52,8 +54,22 @@ class ResampledShardSampler(_ShardSampler):
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
         self.num_samples = self.total_size = int(samples_per_rank)
         self.mix_shards = max(1, int(mix_shards))
+        self._resume: tuple[int, int] | None = None
+
+    def resume_within_epoch(self, epoch: int, consumed: int) -> None:
+        """Skip the first ``consumed`` indices of ``epoch``'s order, once (the rest of that epoch is unchanged)."""
+        if not 0 <= consumed <= self.num_samples:
+            raise ValueError(f"consumed {consumed} is outside 0..{self.num_samples}")
+        self._resume = (int(epoch), int(consumed)) if consumed else None
 
     def __iter__(self) -> Iterator[int]:
+        order = self._order()
+        if self._resume is not None and self._resume[0] == self.epoch:
+            order = order[self._resume[1]:]
+        self._resume = None
+        return iter(order)
+
+    def _order(self) -> list[int]:
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
         weights = self.sizes / self.sizes.sum()
         order: list[int] = []
@@ -61,7 +77,7 @@ class ResampledShardSampler(_ShardSampler):
             drawn = rng.choice(len(self.sizes), size=self.mix_shards, p=weights)
             block = np.concatenate([self.starts[s] + np.arange(self.sizes[s]) for s in drawn])
             order.extend(rng.permutation(block).tolist())
-        return iter(order[: self.num_samples])
+        return order[: self.num_samples]
 
     def __len__(self) -> int:
         return self.num_samples
