@@ -1,0 +1,24 @@
+"""``rsam fit``: train RemoteSAM from a recipe (best-by-val-oIoU and last checkpoints, wandb offline by default)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rsam.cli._lightning import add_recipe_arguments, finish, start
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "fit", help="train from a recipe",
+        description="Train the referring-segmentation model described by a recipe. Keeps the best checkpoint by "
+                    "val/oIoU and last.ckpt under <trainer.default_root_dir>/checkpoints.")
+    return add_recipe_arguments(parser, "resume from a Lightning checkpoint: 'last', 'best' or a path")
+
+
+def run(args) -> int:
+    session = start("fit", args, fitting=True)
+    session.trainer.fit(session.module, datamodule=session.datamodule, ckpt_path=session.ckpt_path)
+    callback = session.trainer.checkpoint_callback
+    best_score = callback.best_model_score
+    return finish(session, {"best": callback.best_model_path or None, "last": callback.last_model_path or None,
+                            "best_score": None if best_score is None else round(float(best_score), 6)})

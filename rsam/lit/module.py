@@ -1,0 +1,151 @@
+"""``RemoteSAMModule``: the RemoteSAM network trained as in the official ``train.py``, as a LightningModule.
+
+- loss: :class:`rsam.losses.SegmentationLoss` (0.9 weighted CE + 0.1 Dice);
+- optimiser: AdamW over the official parameter groups (:mod:`rsam.lit.param_groups`), the text encoder's embeddings
+  and top layers frozen;
+- schedule: poly decay per optimisation step, ``lr * (1 - step / total_steps) ** power`` (power 0.9), total steps
+  from the trainer (``estimated_stepping_batches``);
+- validation/test: :class:`rsam.metrics.ReferringSegMetric` (oIoU, mIoU, Prec@0.5..0.9, synchronised across ranks,
+  padding samples ignored), the mean per-sample loss (the official evaluation runs batch size 1), and on one-to-zero
+  prompts the mean predicted-foreground fraction and the share of exactly empty predictions.
+
+The hyperparameters are plain dicts (the model config's ``to_dict()`` and the optimisation section), so a Lightning
+checkpoint rebuilds its model without the recipe.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torchmetrics import MeanMetric
+
+from rsam.lit.param_groups import OFFICIAL_TRAINED_TEXT_LAYERS, official_param_groups
+from rsam.losses import OFFICIAL_CLASS_WEIGHTS, OFFICIAL_DICE_SMOOTH, OFFICIAL_DICE_WEIGHT, SegmentationLoss
+from rsam.metrics import ReferringSegMetric
+from rsam.models import RemoteSAMConfig, build_model
+
+log = logging.getLogger(__name__)
+
+ZERO_KIND = "one-to-zero"
+DEFAULT_OPTIM = {
+    "lr": 3e-5, "weight_decay": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False, "poly_power": 0.9,
+    "trained_text_layers": OFFICIAL_TRAINED_TEXT_LAYERS, "dice_weight": OFFICIAL_DICE_WEIGHT,
+    "class_weights": OFFICIAL_CLASS_WEIGHTS, "dice_smooth": OFFICIAL_DICE_SMOOTH,
+}
+
+
+def poly_factor(step: int, total_steps: int, power: float) -> float:
+    """The official per-iteration poly factor ``(1 - step / total) ** power``, clamped at 0 past the end."""
+    return max(0.0, 1.0 - step / max(1, total_steps)) ** power
+
+
+class EvalMetrics(torch.nn.Module):
+    """The metrics of one evaluation stage (val or test)."""
+
+    def __init__(self):
+        super().__init__()
+        self.referring = ReferringSegMetric()
+        self.zero_fg_fraction = MeanMetric()
+        self.zero_empty = MeanMetric()
+        self.loss = MeanMetric()  # mean per-sample loss over every rank's valid samples
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kinds: list[str]) -> None:
+        self.referring.update(pred, target, valid)
+        zero = valid & torch.tensor([kind == ZERO_KIND for kind in kinds], dtype=torch.bool, device=valid.device)
+        if zero.any():
+            fractions = pred[zero].flatten(1).float().mean(1)
+            self.zero_fg_fraction.update(fractions)
+            self.zero_empty.update((fractions == 0).float())
+
+    def compute(self) -> dict[str, float]:
+        values = {name: float(value) for name, value in self.referring.compute().items() if name != "samples"}
+        values["loss"] = float(self.loss.compute())
+        if float(self.zero_fg_fraction.weight) > 0:  # synced on compute; absent when no one-to-zero prompt was seen
+            values["zero_fg_fraction"] = float(self.zero_fg_fraction.compute())
+            values["zero_empty_rate"] = float(self.zero_empty.compute())
+        return values
+
+    def reset(self) -> None:
+        for metric in (self.referring, self.zero_fg_fraction, self.zero_empty, self.loss):
+            metric.reset()
+
+
+class RemoteSAMModule(pl.LightningModule):
+    def __init__(self, model_config: dict[str, Any], optim: dict[str, Any] | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.optim = {**DEFAULT_OPTIM, **(optim or {})}
+        unknown = sorted(set(self.optim) - set(DEFAULT_OPTIM))
+        if unknown:
+            raise ValueError(f"unknown optimisation settings: {unknown}")
+        self.model = build_model(RemoteSAMConfig.from_dict(model_config))
+        self.param_groups = official_param_groups(self.model, int(self.optim["trained_text_layers"]))
+        self.criterion = SegmentationLoss(self.optim["dice_weight"], self.optim["class_weights"],
+                                          self.optim["dice_smooth"])
+        self.val_metrics = EvalMetrics()
+        self.test_metrics = EvalMetrics()
+
+    @property
+    def model_config(self) -> RemoteSAMConfig:
+        return self.model.config
+
+    def forward(self, images, input_ids, attention_mask):
+        return self.model(images, input_ids, attention_mask)
+
+    def _logits(self, batch: dict) -> torch.Tensor:
+        return self.model(batch["image"], batch["input_ids"], batch["attention_mask"])
+
+    # ---- training -----------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.criterion(self._logits(batch), batch["mask"])
+        size = batch["image"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
+        return loss
+
+    def configure_optimizers(self):
+        groups = self.param_groups.optimizer_groups(self.optim["weight_decay"])
+        optimizer = torch.optim.AdamW(groups, lr=self.optim["lr"], betas=tuple(self.optim["betas"]),
+                                      eps=self.optim["eps"], weight_decay=self.optim["weight_decay"],
+                                      amsgrad=self.optim["amsgrad"])
+        total = int(self.trainer.estimated_stepping_batches)
+        power = float(self.optim["poly_power"])
+        log.info("poly schedule over %d optimisation steps (power %g), lr %g", total, power, self.optim["lr"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly_factor(step, total, power))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    # ---- evaluation -----------------------------------------------------------------------------------------------
+    def _eval_step(self, batch: dict, metrics: EvalMetrics) -> dict:
+        logits = self._logits(batch)
+        pred = logits.argmax(1)
+        valid = batch["valid"].to(pred.device)
+        metrics.update(pred, batch["mask"], valid, [m.get("kind", "") for m in batch["meta"]])
+        if valid.any():  # the official evaluation loss is per sample (its val loader has batch size 1)
+            metrics.loss.update(torch.stack([self.criterion(one[None], target[None])
+                                             for one, target in zip(logits[valid], batch["mask"][valid])]))
+        return {"pred": pred}
+
+    def _log_eval(self, metrics: EvalMetrics, prefix: str) -> None:
+        values = metrics.compute()
+        for name, value in values.items():
+            self.log(f"{prefix}/{name}", value, prog_bar=name == "oIoU", sync_dist=False, rank_zero_only=False)
+        metrics.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._eval_step(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval(self.val_metrics, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._eval_step(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval(self.test_metrics, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        probs = self._logits(batch).softmax(1)
+        return {"pred": probs.argmax(1), "prob": probs[:, 1], "batch": batch}
