@@ -245,3 +245,21 @@ def _raw_ckpt(path, state_dict):
 
 def _lightning_checkpoint_raw(path, network_state):
     return _raw_ckpt(path, {f"model.{k}": v for k, v in network_state.items()})
+
+
+def test_rsam_test_command_runs_a_benchmark(tmp_path, model_dir):
+    """`rsam test --benchmark NAME --data PATH --ckpt CKPT` is wired to the benchmark loop (real CLI process)."""
+    import json
+    import subprocess
+    import sys
+
+    data = write_refsegrs(tmp_path / "refsegrs")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "rsam.cli.main", "test", "--benchmark", "refsegrs", "--data", str(data),
+                           "--ckpt", str(model_dir), "--out", str(out), "--no-wandb"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    assert (out / "results.md").is_file()
+    assert "oIoU" in json.dumps(results) and "oIoU" in json.dumps(summary)
