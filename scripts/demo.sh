@@ -1,37 +1,33 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up ./.venv, then (until the training demo recipe lands) build the model,
-# prove parity with the official code on the golden set, and segment a real aerial image (NEON, CC0, from the
-# deepforest wheel) with the golden weights, writing PNG overlays to outputs/demo/.
+# The main job on a fresh machine: set up ./.venv, build the embedded demo shards from real aerial imagery
+# (NEON tree crowns, CC0, and SpaceNet buildings, CC BY-SA 4.0, from the deepforest/solaris wheels), train the demo
+# recipe on the CPU (about 8-10 minutes on 2 cores), test the best checkpoint on the held-out images and write
+# prediction overlays. wandb logs offline to outputs/demo/wandb (`wandb sync` uploads them later).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
-REF=${RSAM_REFERENCE_DIR:-}
-for candidate in "$REF" ../shared/reference /work/shared/reference; do
-  if [ -n "$candidate" ] && [ -f "$candidate/tiny_config.json" ]; then REF=$candidate; break; fi
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-offline}
+RSAM=.venv/bin/rsam
+RUN=${RSAM_DEMO_DIR:-outputs/demo}
+
+echo "== 1/5 demo shards (data/demo) =="
+$RSAM data demo --fetch | tail -n 3
+echo "== 2/5 validation before training (initial weights) =="
+$RSAM validate --config demo trainer.default_root_dir="$RUN" --no-wandb | tail -n 1
+echo "== 3/5 training =="
+$RSAM fit --config demo trainer.default_root_dir="$RUN" | tail -n 1
+echo "== 4/5 test of the best checkpoint (held-out images) =="
+$RSAM test --config demo trainer.default_root_dir="$RUN" --ckpt_path best --no-wandb | tail -n 1
+echo "== 5/5 prediction overlays =="
+$RSAM predict --config demo trainer.default_root_dir="$RUN" --ckpt_path best --no-wandb | tail -n 1
+echo "overlays: $RUN/predictions/   checkpoints: $RUN/checkpoints/   wandb (offline): $RUN/wandb/"
+
+# Parity with the official code, when its golden files are at hand (they are not part of the repository).
+for REF in "${RSAM_REFERENCE_DIR:-}" ../shared/reference /work/shared/reference; do
+  if [ -n "$REF" ] && [ -f "$REF/tiny_config.json" ]; then
+    echo "== parity with the official code (golden set in $REF) =="
+    $RSAM parity --config "$REF/tiny_config.json" --weights "$REF/tiny_weights.safetensors" \
+      --golden "$REF/tiny_golden.npz"
+    break
+  fi
 done
-[ -f "$REF/tiny_config.json" ] || { echo "golden reference folder not found (set RSAM_REFERENCE_DIR)" >&2; exit 2; }
-
-ASSETS=data/assets
-IMAGE=$ASSETS/deepforest/data/OSBS_029.png
-if [ ! -f "$IMAGE" ]; then
-  mkdir -p "$ASSETS"
-  .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-    deepforest==2.1.0 -d "$ASSETS" 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python - "$ASSETS" <<'PY'
-import glob, sys, zipfile
-folder = sys.argv[1]
-with zipfile.ZipFile(glob.glob(f"{folder}/deepforest-2.1.0-*.whl")[0]) as wheel:
-    for name in wheel.namelist():
-        if name.startswith("deepforest/data/OSBS_029"):
-            wheel.extract(name, folder)
-PY
-fi
-
-echo "== parity with the official code (golden set in $REF) =="
-.venv/bin/rsam parity --config "$REF/tiny_config.json" --weights "$REF/tiny_weights.safetensors" \
-  --golden "$REF/tiny_golden.npz"
-echo "== referring segmentation of a real aerial image (golden random weights: the masks are not meaningful) =="
-.venv/bin/rsam segment --golden "$REF/tiny_config.json" "$REF/tiny_weights.safetensors" --image "$IMAGE" \
-  --text "trees in the image" --text "the dead tree on the left" --out outputs/demo
-echo "overlays written to outputs/demo/"
