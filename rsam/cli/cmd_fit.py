@@ -17,7 +17,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     session = start("fit", args, fitting=True)
-    session.trainer.fit(session.module, datamodule=session.datamodule, ckpt_path=session.ckpt_path)
+    # resumed checkpoints are read with weights-only unpickling (no code in a checkpoint can run)
+    session.trainer.fit(session.module, datamodule=session.datamodule, ckpt_path=session.ckpt_path,
+                        weights_only=True)
     callback = session.trainer.checkpoint_callback
     best_score = callback.best_model_score
     return finish(session, {"best": callback.best_model_path or None, "last": callback.last_model_path or None,
