@@ -117,43 +117,8 @@ def test_two_process_lightning_ddp_sees_every_eval_sample_once(uneven, tmp_path)
     assert ranks[0]["train"][:2] != ranks[0]["train"][2:]  # the epoch changes the order
 
 
-def test_resumed_run_sees_the_same_training_order(uneven, tmp_path):
-    import lightning.pytorch as pl
-
-    class Recorder(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(1))
-            self.seen = []
-
-        def training_step(self, batch, batch_idx):
-            self.seen.append((self.current_epoch, [m["key"] for m in batch["meta"]]))
-            return (self.weight * batch["image"].mean()).sum()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def fit(max_epochs, ckpt_path=None):
-        datamodule = RemoteSAMShardDataModule(str(uneven), image_size=16, batch_size=3, num_workers=0,
-                                              samples_per_rank=6, seed=5)
-        model = Recorder()
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, limit_val_batches=0, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             default_root_dir=tmp_path)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        return model.seen, trainer
-
-    full, _ = fit(2)
-    first, trainer = fit(1)
-    trainer.save_checkpoint(tmp_path / "epoch1.ckpt")
-    resumed, _ = fit(2, str(tmp_path / "epoch1.ckpt"))
-    assert first == [item for item in full if item[0] == 0]
-    assert resumed == [item for item in full if item[0] == 1]
-    assert [keys for _, keys in first] != [keys for _, keys in resumed]
-
-
-def test_mid_epoch_resume_continues_the_epoch_order(uneven, tmp_path):
-    """Stopped after 1 of 3 batches of epoch 1, the resumed run sees exactly the batches the full run saw next."""
+def _recorder():
+    """A LightningModule that records (epoch, batch_idx, sample keys) of every training batch."""
     import lightning.pytorch as pl
 
     class Recorder(pl.LightningModule):
@@ -169,6 +134,35 @@ def test_mid_epoch_resume_continues_the_epoch_order(uneven, tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
+    return Recorder()
+
+
+def test_resumed_run_sees_the_same_training_order(uneven, tmp_path):
+    import lightning.pytorch as pl
+
+    def fit(max_epochs, ckpt_path=None):
+        datamodule = RemoteSAMShardDataModule(str(uneven), image_size=16, batch_size=3, num_workers=0,
+                                              samples_per_rank=6, seed=5)
+        model = _recorder()
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, limit_val_batches=0, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             default_root_dir=tmp_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        return [(epoch, keys) for epoch, _, keys in model.seen], trainer
+
+    full, _ = fit(2)
+    first, trainer = fit(1)
+    trainer.save_checkpoint(tmp_path / "epoch1.ckpt")
+    resumed, _ = fit(2, str(tmp_path / "epoch1.ckpt"))
+    assert first == [item for item in full if item[0] == 0]
+    assert resumed == [item for item in full if item[0] == 1]
+    assert [keys for _, keys in first] != [keys for _, keys in resumed]
+
+
+def test_mid_epoch_resume_continues_the_epoch_order(uneven, tmp_path):
+    """Stopped after 1 of 3 batches of epoch 1, the resumed run sees exactly the batches the full run saw next."""
+    import lightning.pytorch as pl
+
     class SaveAt(pl.Callback):  # a checkpoint written during training, as a periodic or preemption save is
         def on_train_batch_end(self, trainer, *args):
             if trainer.global_step == 4:
@@ -177,7 +171,7 @@ def test_mid_epoch_resume_continues_the_epoch_order(uneven, tmp_path):
     def fit(ckpt_path=None):
         datamodule = RemoteSAMShardDataModule(str(uneven), image_size=16, batch_size=2, num_workers=0,
                                               samples_per_rank=6, seed=11)
-        model = Recorder()
+        model = _recorder()
         trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=9, limit_val_batches=0, logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              default_root_dir=tmp_path, callbacks=[SaveAt()])
