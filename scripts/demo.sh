@@ -11,15 +11,15 @@ RSAM=.venv/bin/rsam
 RUN=${RSAM_DEMO_DIR:-outputs/demo}
 
 echo "== 1/5 demo shards (data/demo) =="
-$RSAM data demo --fetch | tail -n 3
+$RSAM data demo --fetch | grep -E "\"(samples|reconciled)\"" | head -n 2
 echo "== 2/5 validation before training (initial weights) =="
-$RSAM validate --config demo trainer.default_root_dir="$RUN" --no-wandb | tail -n 1
+$RSAM validate --config demo trainer.default_root_dir="$RUN" --no-wandb | grep "^{" | tail -n 1
 echo "== 3/5 training =="
-$RSAM fit --config demo trainer.default_root_dir="$RUN" | tail -n 1
+$RSAM fit --config demo trainer.default_root_dir="$RUN" | grep "^{" | tail -n 1
 echo "== 4/5 test of the best checkpoint (held-out images) =="
-$RSAM test --config demo trainer.default_root_dir="$RUN" --ckpt_path best --no-wandb | tail -n 1
+$RSAM test --config demo trainer.default_root_dir="$RUN" --ckpt_path best --no-wandb | grep "^{" | tail -n 1
 echo "== 5/5 prediction overlays =="
-$RSAM predict --config demo trainer.default_root_dir="$RUN" --ckpt_path best --no-wandb | tail -n 1
+$RSAM predict --config demo trainer.default_root_dir="$RUN" --ckpt_path best --no-wandb | grep "^{" | tail -n 1
 echo "overlays: $RUN/predictions/   checkpoints: $RUN/checkpoints/   wandb (offline): $RUN/wandb/"
 
 # Parity with the official code, when its golden files are at hand (they are not part of the repository).

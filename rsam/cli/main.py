@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for name in ("lightning.pytorch", "lightning.fabric"):  # they print through their own handlers already
+        logging.getLogger(name).propagate = False
     try:
         return int(args._run(args) or 0)
     except (UserError, FileNotFoundError, ValueError, KeyError, TypeError) as err:
