@@ -59,9 +59,20 @@ def start(command: str, args, *, fitting: bool = False, predicting: bool = False
     return session
 
 
+def _close_wandb() -> None:
+    """Finish the wandb run before the process exits, so the offline run file is complete when the command returns
+    (left to wandb's exit hook, the service could still be writing it)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
 def finish(session: Session, extra: dict | None = None) -> int:
     """Print the one-line JSON summary (rank 0 only) and return the exit code."""
     trainer = session.trainer
+    _close_wandb()
     if trainer.is_global_zero:
         metrics = {key: round(float(value), 6) for key, value in sorted(trainer.callback_metrics.items())
                    if not key.endswith("_step") and key.split("/")[0] in ("train", "val", "test")}
