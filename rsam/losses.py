@@ -46,6 +46,6 @@ class SegmentationLoss(nn.Module):
         if logits.shape[1] != self.class_weights.numel():
             raise ValueError(f"logits have {logits.shape[1]} classes, class_weights {self.class_weights.numel()}")
         target = target.long()
-        ce = F.cross_entropy(logits.float(), target, weight=self.class_weights.to(logits.device))
+        ce = F.cross_entropy(logits.float(), target, weight=self.class_weights.to(logits.device, torch.float32))
         dice = dice_loss(logits.float(), target, self.dice_smooth)
         return (1 - self.dice_weight) * ce + self.dice_weight * dice

@@ -23,6 +23,8 @@ RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 MINILM = "minilm"
 WANDB_MODES = ("offline", "online", "disabled")
 CPU_UNSUPPORTED_PRECISIONS = ("16-mixed", "16-true", "16")
+DEEPSPEED = "deepspeed"
+DEEPSPEED_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true")  # fp16: GPUs only
 LOCAL_FILE_KEYS = ("init.text_encoder", "init.weights")
 
 
@@ -82,7 +84,7 @@ class TrainerSection:
     accelerator: str = "auto"
     devices: Union[int, str] = "auto"
     num_nodes: int = 1
-    strategy: str = "auto"
+    strategy: str = "auto"  # auto, ddp, deepspeed (see the deepspeed section), or a Lightning strategy name
     precision: str = "32-true"
     max_epochs: Optional[int] = None
     max_steps: int = -1
@@ -100,6 +102,19 @@ class TrainerSection:
     deterministic: bool = False
     enable_progress_bar: bool = True
     default_root_dir: str = "outputs/rsam"
+
+
+@dataclass
+class DeepSpeedSection:
+    """Used when ``trainer.strategy: deepspeed``. bf16 is ``trainer.precision: bf16-mixed`` (or ``bf16-true``)."""
+
+    stage: int = 2  # ZeRO stage 1 (optimizer states), 2 (+ gradients) or 3 (+ parameters) partitioned over ranks
+    offload_optimizer: bool = False  # optimizer states and step on the CPU (DeepSpeedCPUAdam replaces AdamW)
+    offload_parameters: bool = False  # stage 3 only: parameters on the CPU too
+    overlap_comm: bool = True
+    contiguous_gradients: bool = True
+    reduce_bucket_size: int = 200_000_000
+    allgather_bucket_size: int = 200_000_000
 
 
 @dataclass
@@ -137,6 +152,7 @@ class Recipe:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
+    deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     wandb: WandbSection = field(default_factory=WandbSection)
     predict: PredictSection = field(default_factory=PredictSection)
@@ -212,6 +228,40 @@ def optim_settings(recipe: DictConfig) -> dict:
     return OmegaConf.to_container(recipe.optim)
 
 
+def uses_deepspeed(recipe: DictConfig) -> bool:
+    return recipe.trainer.strategy == DEEPSPEED
+
+
+def deepspeed_config(recipe: DictConfig) -> dict:
+    """The DeepSpeed config dict of a recipe (its ``deepspeed`` section, batch size, clipping and precision).
+
+    ``gradient_accumulation_steps`` is left out: Lightning sets it from ``trainer.accumulate_grad_batches``.
+    """
+    ds, trainer = recipe.deepspeed, recipe.trainer
+    zero = {"stage": int(ds.stage), "overlap_comm": bool(ds.overlap_comm),
+            "contiguous_gradients": bool(ds.contiguous_gradients),
+            "reduce_bucket_size": int(ds.reduce_bucket_size), "allgather_bucket_size": int(ds.allgather_bucket_size)}
+    if ds.stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = False  # checkpoints stay sharded; `rsam export` merges
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": trainer.accelerator != "cpu"}
+    if ds.offload_parameters:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": trainer.accelerator != "cpu"}
+    config = {"zero_optimization": zero, "zero_allow_untested_optimizer": True,
+              "train_micro_batch_size_per_gpu": int(recipe.data.batch_size),
+              "gradient_clipping": float(trainer.gradient_clip_val or 0.0)}
+    precision = str(trainer.precision)
+    if precision.startswith("bf16"):
+        # DeepSpeed casts parameters only; the BatchNorm running stats must follow, or batch_norm mixes dtypes
+        config["bf16"] = {"enabled": True}
+        config["data_types"] = {"buffer_dtype": "bf16"}
+    elif precision.startswith("16"):
+        config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
+                          "hysteresis": 2, "min_loss_scale": 1}
+        config["data_types"] = {"buffer_dtype": "fp16"}
+    return config
+
+
 def _fail(key: str, message: str) -> None:
     raise RecipeError(f"recipe key '{key}': {message}")
 
@@ -234,6 +284,21 @@ def _check_text_init(recipe: DictConfig, cfg: RemoteSAMConfig) -> None:
         if getattr(found, name) != getattr(cfg.text, name):
             _fail(f"model.text.{name}", f"{getattr(cfg.text, name)} does not match the text encoder in "
                                         f"init.text_encoder ({folder}: {getattr(found, name)})")
+
+
+def _check_deepspeed(recipe: DictConfig) -> None:
+    ds, trainer = recipe.deepspeed, recipe.trainer
+    if ds.stage not in (1, 2, 3):
+        _fail("deepspeed.stage", f"ZeRO stage must be 1, 2 or 3, got {ds.stage}")
+    if ds.offload_parameters and ds.stage != 3:
+        _fail("deepspeed.offload_parameters", f"parameter offload needs deepspeed.stage=3, got {ds.stage}")
+    if ds.offload_optimizer and recipe.optim.amsgrad:
+        _fail("optim.amsgrad", "DeepSpeedCPUAdam (deepspeed.offload_optimizer) has no amsgrad")
+    if str(trainer.precision) not in DEEPSPEED_PRECISIONS:
+        _fail("trainer.precision", f"{trainer.precision} with DeepSpeed: use one of {DEEPSPEED_PRECISIONS}")
+    for key in ("reduce_bucket_size", "allgather_bucket_size"):
+        if ds[key] < 1:
+            _fail(f"deepspeed.{key}", f"must be >= 1, got {ds[key]}")
 
 
 def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
@@ -262,8 +327,11 @@ def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
     if trainer.max_steps in (-1, None) and trainer.max_epochs in (-1, None):
         _fail("trainer.max_steps", "set trainer.max_steps or trainer.max_epochs: the poly schedule needs a length")
     on_cpu = trainer.accelerator == "cpu"
-    if on_cpu and "deepspeed" in trainer.strategy:
-        _fail("trainer.strategy", f"{trainer.strategy} needs CUDA GPUs (trainer.accelerator is 'cpu')")
+    if trainer.strategy.startswith(DEEPSPEED) and trainer.strategy != DEEPSPEED:
+        _fail("trainer.strategy", f"{trainer.strategy!r}: use 'deepspeed' and set the ZeRO stage and offload in the "
+                                  "recipe's deepspeed section (deepspeed.stage, deepspeed.offload_optimizer, ...)")
+    if uses_deepspeed(recipe):
+        _check_deepspeed(recipe)
     if on_cpu and str(trainer.precision) in CPU_UNSUPPORTED_PRECISIONS:
         _fail("trainer.precision", f"{trainer.precision} is not supported on CPU (use 32-true or bf16-mixed)")
     if recipe.init.weights and recipe.init.text_encoder:

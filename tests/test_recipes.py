@@ -27,7 +27,8 @@ def test_paper_recipe_values():
     assert cfg.text.hidden_size == 768 and cfg.text.num_layers == 12
     assert recipe.optim.lr == 3e-5 and recipe.optim.poly_power == 0.9 and recipe.optim.trained_text_layers == 10
     assert (recipe.trainer.devices, recipe.data.batch_size, recipe.trainer.max_epochs) == (8, 2, 40)
-    assert recipe.trainer.strategy == "deepspeed_stage_2" and recipe.trainer.precision == "bf16-mixed"
+    assert recipe.trainer.strategy == "deepspeed" and recipe.deepspeed.stage == 2
+    assert recipe.trainer.precision == "bf16-mixed"
     assert recipe.trainer.sync_batchnorm and recipe.checkpoint.monitor == "val/oIoU"
 
 
@@ -57,7 +58,7 @@ def test_bad_keys_and_types_name_the_key(overrides, key, words):
 
 
 @pytest.mark.parametrize("overrides, key", [
-    (["trainer.strategy=deepspeed_stage_2"], "trainer.strategy"),          # DeepSpeed needs GPUs; demo is on CPU
+    (["trainer.strategy=deepspeed_stage_2"], "trainer.strategy"),          # strategy: deepspeed + deepspeed.stage
     (["trainer.precision=16-mixed"], "trainer.precision"),                 # fp16 does not run on CPU
     (["optim.trained_text_layers=7"], "optim.trained_text_layers"),        # MiniLM has 6 layers
     (["model.text.hidden_size=768"], "model.text.hidden_size"),            # does not match the MiniLM weights

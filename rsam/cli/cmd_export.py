@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 
@@ -26,14 +25,7 @@ def run(args) -> int:
     source = Path(args.checkpoint)
     if not source.exists():
         raise FileNotFoundError(f"checkpoint {source} not found")
-    with tempfile.TemporaryDirectory() as scratch:
-        if source.is_dir():
-            from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
-
-            consolidated = Path(scratch) / "consolidated.ckpt"
-            convert_zero_checkpoint_to_fp32_state_dict(str(source), str(consolidated))
-            source = consolidated
-        model = load_module(source).model
+    model = load_module(source).model  # a DeepSpeed checkpoint folder is merged to one fp32 state dict first
     out = save_pretrained(model, args.out, {"source": str(args.checkpoint)})
     print(json.dumps({"out": str(out), "tensors": len(model.state_dict()),
                       "parameters": sum(p.numel() for p in model.parameters())}))

@@ -49,7 +49,16 @@ def build_module(recipe: DictConfig, *, initialise: bool = True) -> RemoteSAMMod
 
 
 def load_module(ckpt_path: str | Path) -> RemoteSAMModule:
-    """A trained module from a Lightning checkpoint (its hyperparameters rebuild the network; no pickled code runs)."""
+    """A trained module from a Lightning checkpoint (its hyperparameters rebuild the network; no pickled code runs).
+    A DeepSpeed checkpoint folder is first merged into one fp32 checkpoint (in a scratch folder)."""
+    from rsam.lit.strategies import consolidate_checkpoint, is_deepspeed_checkpoint
+
+    if is_deepspeed_checkpoint(ckpt_path):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            merged = consolidate_checkpoint(ckpt_path, Path(scratch) / "consolidated.ckpt")
+            return RemoteSAMModule.load_from_checkpoint(str(merged), map_location="cpu", weights_only=True)
     return RemoteSAMModule.load_from_checkpoint(str(ckpt_path), map_location="cpu", weights_only=True)
 
 
@@ -61,11 +70,34 @@ def checkpoint_dir(recipe: DictConfig) -> Path:
     return Path(recipe.checkpoint.dirpath) if recipe.checkpoint.dirpath else run_dir(recipe) / "checkpoints"
 
 
+def _newest_file_time(path: Path) -> float:
+    """Modification time of a checkpoint: the file's, or the newest file's inside a DeepSpeed checkpoint folder."""
+    if path.is_dir():
+        return max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=path.stat().st_mtime)
+    return path.stat().st_mtime
+
+
+def resume_candidates(recipe: DictConfig) -> list[Path]:
+    """Checkpoints a restarted job can resume from: ``<checkpoints>/last.ckpt`` and Lightning's Slurm requeue
+    checkpoints ``<default_root_dir>/hpc_ckpt_N.ckpt``, oldest first."""
+    found = [checkpoint_dir(recipe) / "last.ckpt", *run_dir(recipe).glob("hpc_ckpt_*.ckpt")]
+    return sorted((p for p in found if p.exists()), key=_newest_file_time)
+
+
 def resolve_ckpt_path(recipe: DictConfig, ckpt_path: str | None) -> str | None:
-    """``last`` -> ``<checkpoints>/last.ckpt``, ``best`` -> the newest ``best-*.ckpt``; a path must exist."""
+    """``last`` -> ``<checkpoints>/last.ckpt``, ``best`` -> the newest ``best-*.ckpt``, ``auto`` -> the newest of
+    last.ckpt and the Slurm requeue checkpoints (``hpc_ckpt_N.ckpt``), or None (a fresh start) when there is none;
+    a path must exist."""
     if ckpt_path in (None, ""):
         return None
     folder = checkpoint_dir(recipe)
+    if ckpt_path == "auto":
+        candidates = resume_candidates(recipe)
+        if not candidates:
+            log.info("--ckpt_path auto: no checkpoint in %s or %s; starting fresh", folder, run_dir(recipe))
+            return None
+        log.info("--ckpt_path auto: resuming from %s", candidates[-1])
+        return str(candidates[-1])
     if ckpt_path == "last":
         path = folder / "last.ckpt"
     elif ckpt_path == "best":
@@ -105,35 +137,45 @@ def build_loggers(recipe: DictConfig, use_wandb: bool) -> list:
 
 
 def build_callbacks(recipe: DictConfig, use_wandb: bool, fitting: bool) -> list[pl.Callback]:
+    """Fitting: best-by-monitor + last checkpoints, per-step reseeding and a last.ckpt on SIGTERM (exact resume)."""
+    from rsam.lit.resume import PreemptionCheckpoint, StepSeeding
+
     callbacks: list[pl.Callback] = []
     if fitting:
         ckpt = recipe.checkpoint
         callbacks.append(ModelCheckpoint(
             dirpath=str(checkpoint_dir(recipe)), filename=BEST_FILENAME, monitor=ckpt.monitor, mode=ckpt.mode,
             save_top_k=ckpt.save_top_k, save_last=ckpt.save_last, auto_insert_metric_name=False))
+        callbacks.append(StepSeeding(recipe.seed))
+        callbacks.append(PreemptionCheckpoint(checkpoint_dir(recipe) / "last.ckpt"))
     if wandb_active(recipe, use_wandb) and recipe.wandb.panel_samples > 0:
         callbacks.append(OverlayPanel(recipe.wandb.panel_samples))
     return callbacks
 
 
-def _strategy(trainer: DictConfig):
+def _strategy(recipe: DictConfig):
     """``ddp`` as upstream: ``find_unused_parameters=True``, because the last stage's gates and intra-scale branch
     only update the trunk, which nothing reads after stage 4 (their gradients are always absent, upstream too).
-    On CPU: gloo, and a 5-minute collective timeout instead of 30 so that a desynchronised rank fails fast."""
+    ``deepspeed``: ZeRO as the recipe's deepspeed section says (on CPU through the CPU shim). On CPU: gloo, and
+    collectives time out after 5 minutes instead of 30, so that a desynchronised rank fails fast."""
+    from rsam.lit.strategies import PROCESS_GROUP_TIMEOUT, deepspeed_strategy, runs_on_cpu
+    from rsam.recipes import deepspeed_config, uses_deepspeed
+
+    trainer = recipe.trainer
+    if uses_deepspeed(recipe):
+        return deepspeed_strategy(trainer.accelerator, deepspeed_config(recipe))
     if trainer.strategy != "ddp":
         return trainer.strategy
-    from datetime import timedelta
-
     from lightning.pytorch.strategies import DDPStrategy
 
-    if trainer.accelerator == "cpu":
-        return DDPStrategy(find_unused_parameters=True, process_group_backend="gloo", timeout=timedelta(seconds=300))
+    if runs_on_cpu(trainer.accelerator):
+        return DDPStrategy(find_unused_parameters=True, process_group_backend="gloo", timeout=PROCESS_GROUP_TIMEOUT)
     return DDPStrategy(find_unused_parameters=True)
 
 
 def build_trainer(recipe: DictConfig, *, use_wandb: bool = True, fitting: bool = False) -> pl.Trainer:
     options = OmegaConf.to_container(recipe.trainer)
-    options["strategy"] = _strategy(recipe.trainer)
+    options["strategy"] = _strategy(recipe)
     options = {key: value for key, value in options.items() if value is not None}
     return pl.Trainer(logger=build_loggers(recipe, use_wandb), callbacks=build_callbacks(recipe, use_wandb, fitting),
                       **options)

@@ -107,10 +107,17 @@ class RemoteSAMModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
+        from rsam.lit.strategies import offloads_optimizer
+
         groups = self.param_groups.optimizer_groups(self.optim["weight_decay"])
-        optimizer = torch.optim.AdamW(groups, lr=self.optim["lr"], betas=tuple(self.optim["betas"]),
-                                      eps=self.optim["eps"], weight_decay=self.optim["weight_decay"],
-                                      amsgrad=self.optim["amsgrad"])
+        common = dict(lr=self.optim["lr"], betas=tuple(self.optim["betas"]), eps=self.optim["eps"],
+                      weight_decay=self.optim["weight_decay"])
+        if offloads_optimizer(self.trainer.strategy):  # DeepSpeed runs the optimizer on the CPU: its CPU AdamW
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            optimizer = DeepSpeedCPUAdam(groups, adamw_mode=True, **common)
+        else:
+            optimizer = torch.optim.AdamW(groups, amsgrad=self.optim["amsgrad"], **common)
         total = int(self.trainer.estimated_stepping_batches)
         power = float(self.optim["poly_power"])
         log.info("poly schedule over %d optimisation steps (power %g), lr %g", total, power, self.optim["lr"])
@@ -123,9 +130,11 @@ class RemoteSAMModule(pl.LightningModule):
         pred = logits.argmax(1)
         valid = batch["valid"].to(pred.device)
         metrics.update(pred, batch["mask"], valid, [m.get("kind", "") for m in batch["meta"]])
-        if valid.any():  # the official evaluation loss is per sample (its val loader has batch size 1)
-            metrics.loss.update(torch.stack([self.criterion(one[None], target[None])
-                                             for one, target in zip(logits[valid], batch["mask"][valid])]))
+        # the official evaluation loss is per sample (its val loader has batch size 1); padding samples go through
+        # the criterion too, because ZeRO-3 requires the same module calls on every rank
+        losses = torch.stack([self.criterion(one[None], target[None]) for one, target in zip(logits, batch["mask"])])
+        if valid.any():
+            metrics.loss.update(losses[valid])
         return {"pred": pred}
 
     def _log_eval(self, metrics: EvalMetrics, prefix: str) -> None:

@@ -1,25 +1,43 @@
-"""Training strategies chosen by the recipe.
+"""Training strategies chosen by the recipe (``trainer.strategy``: ``ddp``, or ``deepspeed`` + the deepspeed section).
 
-``CPUDeepSpeedStrategy`` lets DeepSpeed ZeRO run on CPU processes (gloo), so the DeepSpeed code paths — ZeRO-2/3
-partitioning, CPU offload, bf16, checkpoint conversion and resume — are exercised by CI on machines without a GPU.
-Lightning's ``DeepSpeedStrategy`` refuses a non-CUDA accelerator, validates CUDA device indices and passes
-``root_device.index`` (None on CPU) as DeepSpeed's ``device_rank``; the subclass changes exactly those three things.
-It is used only when the recipe asks for DeepSpeed and the accelerator is the CPU; on GPUs the stock strategy runs.
+- :class:`RsamDeepSpeedStrategy`: Lightning's ``DeepSpeedStrategy`` that also honours ``trainer.sync_batchnorm``
+  (Lightning's DeepSpeed strategy accepts the flag but never converts the BatchNorm layers; RemoteSAM's fusion blocks
+  have BatchNorm, and the official run uses SyncBatchNorm).
+- :class:`CPUDeepSpeedStrategy` lets DeepSpeed ZeRO run on CPU processes (gloo), so the DeepSpeed code paths (ZeRO-2/3
+  partitioning, CPU offload, bf16, checkpoint conversion and resume) are exercised by CI on machines without a GPU.
+  Lightning's strategy refuses a non-CUDA accelerator, validates CUDA device indices and passes ``root_device.index``
+  (None on CPU) as DeepSpeed's ``device_rank`` (training and evaluation); the subclass changes exactly those things.
+  It is used only when the recipe asks for DeepSpeed and there is no GPU; on GPUs the stock code path runs.
+- :func:`consolidate_checkpoint`: a (sharded) DeepSpeed checkpoint folder -> one fp32 Lightning checkpoint file.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
-PROCESS_GROUP_TIMEOUT = timedelta(seconds=300)  # a desynchronised rank fails in minutes, not the 30-minute default
+log = logging.getLogger(__name__)
+
+PROCESS_GROUP_TIMEOUT = timedelta(seconds=300)  # CPU (gloo): a desynchronised rank fails in minutes, not 30
 
 
-class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+class RsamDeepSpeedStrategy(DeepSpeedStrategy):
+    strategy_name = "rsam_deepspeed"
+
+    def setup(self, trainer) -> None:
+        if self._layer_sync is not None and self.model is not None:
+            self.model = self._layer_sync.apply(self.model)  # trainer.sync_batchnorm
+        super().setup(trainer)
+
+
+class CPUDeepSpeedStrategy(RsamDeepSpeedStrategy):
     strategy_name = "deepspeed_cpu"
 
     def setup_environment(self) -> None:
@@ -41,9 +59,57 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
             optimizer=optimizer, lr_scheduler=lr_scheduler, dist_init_required=False)
         return engine, ds_optimizer
 
+    def _initialize_deepspeed_inference(self, model) -> None:
+        # `rsam validate|test|predict` with a DeepSpeed recipe: Lightning's version, with device_rank=local_rank
+        import deepspeed
+        from lightning.pytorch.strategies.deepspeed import remove_module_hooks
+
+        config = {"train_micro_batch_size_per_gpu": 1}
+        for key in ("fp16", "bf16", "data_types"):
+            if key in self.config:
+                config[key] = self.config[key]
+        if self.zero_stage_3:
+            config.update(zero_allow_untested_optimizer=self.config["zero_allow_untested_optimizer"],
+                          zero_optimization=self.config["zero_optimization"])
+        remove_module_hooks(model)
+        self.model, _, _, _ = deepspeed.initialize(
+            args=argparse.Namespace(device_rank=self.local_rank), config=config, model=model, optimizer=None,
+            lr_scheduler=None, model_parameters=[], dist_init_required=False)
+
+
+def runs_on_cpu(accelerator: str) -> bool:
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
 
 def deepspeed_strategy(accelerator: str, config: dict[str, Any]) -> DeepSpeedStrategy:
-    """A DeepSpeed strategy from a full DeepSpeed config dict; the CPU variant when the accelerator is the CPU."""
-    if accelerator == "cpu":
+    """A DeepSpeed strategy from a full DeepSpeed config dict; the CPU variant when there is no GPU to run on."""
+    config = dict(config)  # Lightning writes batch size, accumulation and precision into it
+    if runs_on_cpu(accelerator):
         return CPUDeepSpeedStrategy(config=config, process_group_backend="gloo", timeout=PROCESS_GROUP_TIMEOUT)
-    return DeepSpeedStrategy(config=config, timeout=PROCESS_GROUP_TIMEOUT)
+    return RsamDeepSpeedStrategy(config=config)
+
+
+def offloads_optimizer(strategy) -> bool:
+    """True when DeepSpeed keeps the optimizer on the CPU (it then needs DeepSpeedCPUAdam, not torch's AdamW)."""
+    if not isinstance(strategy, DeepSpeedStrategy) or not isinstance(strategy.config, dict):
+        return False
+    offload = strategy.config.get("zero_optimization", {}).get("offload_optimizer") or {}
+    return offload.get("device", "none") not in ("none", None)
+
+
+def is_deepspeed_checkpoint(path: str | Path) -> bool:
+    """A Lightning DeepSpeed checkpoint is a folder (``latest`` + ``checkpoint/*_states.pt``)."""
+    return Path(path).is_dir()
+
+
+def consolidate_checkpoint(folder: str | Path, out_file: str | Path) -> Path:
+    """Merge a DeepSpeed checkpoint folder (any ZeRO stage, any number of ranks) into one fp32 Lightning checkpoint
+    (``state_dict`` + hyperparameters), which ``RemoteSAMModule.load_from_checkpoint`` loads strictly."""
+    from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+    folder, out_file = Path(folder), Path(out_file)
+    if not (folder / "latest").is_file() and not (folder / "checkpoint").is_dir():
+        raise FileNotFoundError(f"{folder} is not a DeepSpeed checkpoint folder (no 'latest' or 'checkpoint/')")
+    convert_zero_checkpoint_to_fp32_state_dict(str(folder), str(out_file))
+    log.info("consolidated DeepSpeed checkpoint %s -> %s", folder, out_file)
+    return out_file

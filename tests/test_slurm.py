@@ -1,0 +1,161 @@
+"""The sbatch scripts on a one-node Slurm cluster on localhost (``scripts/slurm_local.sh``; CI starts one and exports
+RSAM_SLURM_CONF): a 2-task CPU DDP job finishes and writes a checkpoint; a job that gets the requeue signal mid-run
+(``scancel --signal=USR1``) saves Lightning's requeue checkpoint, is requeued, resumes from it and completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.lit_runs import tiny_setup
+from helpers.shard_utils import HELPERS, REPO, subprocess_env
+
+SLURM_CONF = os.environ.get("RSAM_SLURM_CONF")
+pytestmark = pytest.mark.skipif(
+    not SLURM_CONF or not Path(SLURM_CONF).is_file() or shutil.which("sbatch") is None,
+    reason="no local Slurm cluster: start one with `scripts/slurm_local.sh start` (root, Debian slurm-wlm) and "
+           "export RSAM_SLURM_CONF=<its slurm.conf> (.ci/run does both)")
+
+CPU_JOB = ["--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1", "--time=00:10:00"]
+
+
+def _env() -> dict[str, str]:
+    return {**subprocess_env(), "SLURM_CONF": SLURM_CONF}
+
+
+def _slurm(*command: str, timeout: int = 30) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_env())
+    assert result.returncode == 0, f"{command}: {result.stderr}"
+    return result.stdout.strip()
+
+
+SUBMITTED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _cancel_leftover_jobs():
+    """A failing test must not leave its job running on the cluster."""
+    yield
+    while SUBMITTED:
+        subprocess.run(["scancel", SUBMITTED.pop()], env=_env(), timeout=30, capture_output=True)
+
+
+def _submit(log_dir: Path, *args: str, env: dict | None = None) -> str:
+    result = subprocess.run(["sbatch", "--parsable", *CPU_JOB, f"--output={log_dir}/%x-%j.out",
+                             "slurm/fit_1node.sbatch", *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=30, env={**_env(), **(env or {})})
+    assert result.returncode == 0, result.stderr
+    job = result.stdout.strip().split(";")[0]
+    SUBMITTED.append(job)
+    return job
+
+
+def _state(job: str) -> str:
+    """The job's state from squeue ('' once it has left the queue)."""
+    return _slurm("squeue", "-h", "-j", job, "-o", "%T")
+
+
+def _job_field(job: str, field: str) -> str:
+    for item in _slurm("scontrol", "show", "job", job).split():
+        if item.startswith(f"{field}="):
+            return item.split("=", 1)[1]
+    raise AssertionError(f"no {field} for job {job}")
+
+
+def _wait_gone(job: str, timeout: float, log: Path) -> None:
+    deadline = time.time() + timeout
+    while _state(job):
+        if time.time() > deadline:
+            subprocess.run(["scancel", job], env=_env(), timeout=30)
+            pytest.fail(f"job {job} still {_state(job)} after {timeout} s; log:\n{_tail(log)}")
+        time.sleep(0.5)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-4000:] if log.is_file() else "(no log)"
+
+
+def _summary(log: Path) -> dict:
+    return json.loads([line for line in log.read_text().splitlines() if line.startswith('{"command"')][-1])
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    recipe, _ = tiny_setup(tmp_path)
+    return recipe, tmp_path / "run", tmp_path / "logs"
+
+
+def test_two_task_job_finishes_and_writes_a_checkpoint(tiny):
+    recipe, run, logs = tiny
+    logs.mkdir()
+    started = time.time()
+    job = _submit(logs, str(recipe), "--no-wandb", "trainer.strategy=ddp", f"trainer.default_root_dir={run}")
+    _wait_gone(job, 300, logs / f"rsam-fit-{job}.out")
+    log = (logs / f"rsam-fit-{job}.out").read_text()
+    assert _job_field(job, "JobState") == "COMPLETED", log[-4000:]
+    assert f"job {job} restart 0 nodes 1 tasks/node 2" in log
+    assert "no checkpoint in" in log  # --ckpt_path auto on a first start: a fresh run, not an error
+    assert _summary(logs / f"rsam-fit-{job}.out")["step"] == 4
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 4
+    print(f"\n[slurm] 2-task job {job}: {time.time() - started:.1f} s from sbatch to completion")
+
+
+def test_requeue_signal_mid_run_resumes_and_completes(tiny, tmp_path):
+    recipe, run, logs = tiny
+    logs.mkdir()
+    record, steps, pause_at = tmp_path / "record", 8, 3
+    wrapper = tmp_path / "rsam-paused"  # `rsam` that pauses after step 3 (first run only) so the signal lands mid-run
+    wrapper.write_text(f"#!/bin/sh\nexec {REPO}/.venv/bin/python {HELPERS}/fit_hooks.py {record} {pause_at} \"$@\"\n")
+    wrapper.chmod(0o755)
+    started = time.time()
+    job = _submit(logs, str(recipe), "--no-wandb", "trainer.strategy=ddp", f"trainer.max_steps={steps}",
+                  f"trainer.default_root_dir={run}", env={"RSAM": str(wrapper)})
+    log = logs / f"rsam-fit-{job}.out"
+
+    deadline = time.time() + 240
+    while not all((record / f"paused-rank{rank}").is_file() for rank in (0, 1)):
+        assert _state(job) in ("PENDING", "RUNNING", "CONFIGURING"), _tail(log)
+        assert time.time() < deadline, f"the job never reached step {pause_at}:\n{_tail(log)}"
+        time.sleep(0.3)
+    _slurm("scancel", "--signal=USR1", job)
+    signalled = time.time()
+
+    # Lightning saves hpc_ckpt_1.ckpt and runs `scontrol requeue`; Slurm then holds the job (BeginTime) before its
+    # restart: let it start now instead of waiting out the hold
+    deadline = time.time() + 120
+    while int(_job_field(job, "Restarts")) < 1:
+        assert time.time() < deadline, f"the job was not requeued:\n{_tail(log)}"
+        time.sleep(0.3)
+    requeued = time.time()
+    while (state := _state(job)) not in ("RUNNING", "") and time.time() < requeued + 200:
+        if state == "PENDING":  # reason BeginTime: Slurm's hold of a requeued job (about 2 min without this)
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=_env(), timeout=30,
+                           capture_output=True)
+        time.sleep(0.5)
+    restarted = time.time()
+    _wait_gone(job, 300, log)
+    finished = time.time()
+
+    text = log.read_text()
+    assert _job_field(job, "JobState") == "COMPLETED", text[-4000:]
+    assert int(_job_field(job, "Restarts")) == 1
+    assert "Handling auto-requeue signal" in text and f"job {job} restart 1" in text
+    hpc = run / "hpc_ckpt_1.ckpt"
+    assert hpc.is_file() and torch.load(hpc, map_location="cpu", weights_only=True)["global_step"] == pause_at
+    assert "--ckpt_path auto: resuming from" in text
+    assert _summary(log)["step"] == steps
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == steps
+    # steps 0-2 before the signal, then the restarted job trained only the remaining steps 3-7, each once
+    trained = [json.loads(line)["step"] for line in (record / "order-rank0.jsonl").read_text().splitlines()]
+    assert trained == list(range(steps))
+    print(f"\n[slurm] requeue: signal {signalled - started:.1f} s after sbatch, requeued {requeued - signalled:.1f} s "
+          f"later, running again after {restarted - requeued:.1f} s, completed {finished - restarted:.1f} s later; "
+          f"total {finished - started:.1f} s")
