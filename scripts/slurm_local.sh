@@ -64,9 +64,14 @@ JobRequeue=1
 NodeName=localhost CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
-runuser -u munge -- /usr/sbin/munged --pid-file="$D/run/munged.pid" 2>/dev/null || \
-  runuser -u munge -- /usr/sbin/munged
-[ -f "$D/run/munged.pid" ] || pgrep -x munged | head -1 > "$D/run/munged.pid"
+# one munged per machine: reuse a running one (then it is not ours to stop), else start it as the munge user
+munge_alive() { munge -n </dev/null >/dev/null 2>&1; }
+if ! munge_alive; then
+  rm -f /run/munge/munge.socket.2.lock
+  runuser -u munge -- /usr/sbin/munged --force
+  for _ in $(seq 1 50); do munge_alive && break; sleep 0.1; done
+  pgrep -x -u munge munged | tail -1 > "$D/run/munged.pid"
+fi
 /usr/sbin/slurmctld -f "$SLURM_CONF"
 /usr/sbin/slurmd -f "$SLURM_CONF" -N localhost
 for _ in $(seq 1 150); do
@@ -74,4 +79,5 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 echo "slurm did not become idle; logs in $D/log" >&2
+stop
 exit 1
