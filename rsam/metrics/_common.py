@@ -22,6 +22,16 @@ def valid_flags(valid, batch: int, device) -> torch.Tensor:
     return flags
 
 
+def valid_map_pairs(pred: torch.Tensor, target: torch.Tensor, valid, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check that two maps are both (H, W) or both (B, H, W); return them as (B, H, W) with invalid samples dropped."""
+    if pred.ndim == 2:
+        pred, target = pred[None], target[None]
+    if pred.shape != target.shape or pred.ndim != 3:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be (B, H, W)")
+    keep = valid_flags(valid, pred.shape[0], device)
+    return pred[keep], target[keep]
+
+
 def require_samples(count: int | torch.Tensor, what: str) -> None:
     """Raise instead of returning 0 when a metric saw no (valid) sample on any rank."""
     if int(count) == 0:

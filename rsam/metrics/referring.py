@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from rsam.metrics._common import as_tensor, require_samples, valid_flags
+from rsam.metrics._common import as_tensor, require_samples, valid_map_pairs
 
 PREC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -37,12 +37,7 @@ class ReferringSegMetric(Metric):
     def update(self, pred_mask, target_mask, valid=None) -> None:
         pred = as_tensor(pred_mask).to(self.device) != 0
         target = as_tensor(target_mask).to(self.device) != 0
-        if pred.ndim == 2:
-            pred, target = pred[None], target[None]
-        if pred.shape != target.shape or pred.ndim != 3:
-            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be (B, H, W)")
-        keep = valid_flags(valid, pred.shape[0], self.device)
-        pred, target = pred[keep], target[keep]
+        pred, target = valid_map_pairs(pred, target, valid, self.device)
         inter = (pred & target).flatten(1).sum(1).to(torch.float64)
         union = (pred | target).flatten(1).sum(1).to(torch.float64)
         iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))

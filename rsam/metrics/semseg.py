@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torchmetrics import Metric
 
-from rsam.metrics._common import as_tensor, require_samples, valid_flags
+from rsam.metrics._common import as_tensor, require_samples, valid_map_pairs
 
 
 class SemanticSegMetric(Metric):
@@ -41,12 +41,7 @@ class SemanticSegMetric(Metric):
     def update(self, pred_labels, target_labels, valid=None) -> None:
         pred = as_tensor(pred_labels).to(self.device, torch.long)
         target = as_tensor(target_labels).to(self.device, torch.long)
-        if pred.ndim == 2:
-            pred, target = pred[None], target[None]
-        if pred.shape != target.shape or pred.ndim != 3:
-            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be (B, H, W)")
-        keep = valid_flags(valid, pred.shape[0], self.device)
-        pred, target = pred[keep], target[keep]
+        pred, target = valid_map_pairs(pred, target, valid, self.device)
         counted = torch.ones_like(target, dtype=torch.bool)
         if self.ignore_index is not None:
             counted &= target != self.ignore_index
@@ -57,7 +52,7 @@ class SemanticSegMetric(Metric):
                 raise ValueError(f"{name} holds labels outside [0, {n}) (classes: {n}, ignore_index: "
                                  f"{self.ignore_index})")
         self.confusion += torch.bincount(target * n + pred, minlength=n * n).reshape(n, n)
-        self.images += int(keep.sum())
+        self.images += pred.shape[0]
 
     def compute(self) -> dict:
         require_samples(self.images, "semantic segmentation")

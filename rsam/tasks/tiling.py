@@ -64,31 +64,34 @@ def devkit_nms(hbb: np.ndarray, scores: np.ndarray, iou_threshold: float = MERGE
     """DOTA devkit ``py_cpu_nms``: areas ``(x2 - x1 + 1) * (y2 - y1 + 1)``, keeps boxes with IoU ``<= thr``."""
     x1, y1, x2, y2 = (hbb[:, k] for k in range(4))
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+
+    def iou(i: int, rest: np.ndarray) -> np.ndarray:
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        return inter / (areas[i] + areas[rest] - inter)
+
+    return _greedy_nms(scores, iou, iou_threshold)
+
+
+def _greedy_nms(scores: np.ndarray, iou, iou_threshold: float) -> np.ndarray:
+    """Keep the best-scoring item, drop the rest whose ``iou(best, rest) > thr``, repeat (stable score order)."""
     order = np.argsort(-scores, kind="stable")
     keep = []
     while order.size > 0:
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        iou = inter / (areas[i] + areas[rest] - inter)
-        order = rest[iou <= iou_threshold]
+        order = rest[iou(i, rest) <= iou_threshold] if rest.size else rest
     return np.asarray(keep, dtype=np.int64)
 
 
 def devkit_poly_nms(polys: np.ndarray, scores: np.ndarray, iou_threshold: float = MERGE_NMS_IOU) -> np.ndarray:
     """DOTA devkit ``py_cpu_nms_poly``: polygon IoU, keeps polygons with IoU ``<= thr``."""
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size > 0:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        iou = np.array([polygon_iou(polys[i], polys[j]) for j in rest])
-        order = rest[iou <= iou_threshold] if rest.size else rest
-    return np.asarray(keep, dtype=np.int64)
+    def iou(i: int, rest: np.ndarray) -> np.ndarray:
+        return np.array([polygon_iou(polys[i], polys[j]) for j in rest])
+
+    return _greedy_nms(scores, iou, iou_threshold)
 
 
 def suppress_merged(boxes: Boxes, iou_threshold: float = MERGE_NMS_IOU) -> Boxes:
