@@ -56,16 +56,36 @@ def worker(out: Path, argv: list[str]) -> int:
 
 def run_once(name: str, args, scratch: Path) -> list[float]:
     out = scratch / f"{name}-{time.time_ns()}.json"
-    command = [sys.executable, __file__, "_worker", str(out), "fit", "--config", args.config, "--no-wandb",
-               "trainer.devices=2", "trainer.accelerator=cpu", f"trainer.max_steps={args.steps}",
-               "trainer.max_time=null", "trainer.enable_progress_bar=false",
-               f"trainer.default_root_dir={scratch / name}", *STRATEGIES[name], *args.overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "WANDB_MODE": "offline",
-           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        __file__,
+        "_worker",
+        str(out),
+        "fit",
+        "--config",
+        args.config,
+        "--no-wandb",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        f"trainer.max_steps={args.steps}",
+        "trainer.max_time=null",
+        "trainer.enable_progress_bar=false",
+        f"trainer.default_root_dir={scratch / name}",
+        *STRATEGIES[name],
+        *args.overrides,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "DS_ACCELERATOR": "cpu",
+        "WANDB_MODE": "offline",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+    }
     result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env=env, cwd=REPO)
     if result.returncode != 0 or not out.is_file():
         raise SystemExit(f"{name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
-    return json.loads(out.read_text())[args.warmup:]
+    return json.loads(out.read_text())[args.warmup :]
 
 
 def main() -> int:
@@ -85,13 +105,21 @@ def main() -> int:
             for name in STRATEGIES:
                 seconds[name] += run_once(name, args, Path(scratch))
     medians = {name: statistics.median(values) for name, values in seconds.items()}
-    print(json.dumps({
-        "config": args.config, "processes": 2, "device": "cpu", "steps_timed_per_run": args.steps - args.warmup,
-        "rounds": args.rounds,
-        "median_step_s": {name: round(value, 4) for name, value in medians.items()},
-        "ratio_to_ddp": {name: round(value / medians["ddp"], 3) for name, value in medians.items()},
-        "step_s": {name: [round(v, 4) for v in values] for name, values in seconds.items()},
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "config": args.config,
+                "processes": 2,
+                "device": "cpu",
+                "steps_timed_per_run": args.steps - args.warmup,
+                "rounds": args.rounds,
+                "median_step_s": {name: round(value, 4) for name, value in medians.items()},
+                "ratio_to_ddp": {name: round(value / medians["ddp"], 3) for name, value in medians.items()},
+                "step_s": {name: [round(v, 4) for v in values] for name, values in seconds.items()},
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

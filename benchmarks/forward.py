@@ -51,21 +51,39 @@ def main() -> None:
         for _ in range(args.repeats):
             with Timed() as t:
                 model(images, ids, mask)
-            runs.append({"wall": round(t.wall, 3), "cpu": round(t.cpu, 2), "other_cpu": round(t.other_cpu, 2),
-                         "steal": round(t.steal, 2)})
+            runs.append(
+                {
+                    "wall": round(t.wall, 3),
+                    "cpu": round(t.cpu, 2),
+                    "other_cpu": round(t.other_cpu, 2),
+                    "steal": round(t.steal, 2),
+                }
+            )
     ceiling_after = matmul_gflops()
     median = statistics.median(r["wall"] for r in runs)
     ceiling = statistics.mean([ceiling_before["gflops"], ceiling_after["gflops"]])
     achieved = flops / median / 1e9
-    print(json.dumps({
-        "config": "official (Swin-B w12, BERT-base)", "input": [1, 3, args.size, args.size], "dtype": "float32",
-        "threads": torch.get_num_threads(), "median_s": median, "runs": runs,
-        "flops": flops, "achieved_gflops": round(achieved, 1),
-        "matmul_gflops_before": round(ceiling_before["gflops"], 1),
-        "matmul_gflops_after": round(ceiling_after["gflops"], 1),
-        "fraction_of_matmul_ceiling": round(achieved / ceiling, 3), "official_fraction": 0.71,
-        "peak_rss_mib": round(peak_rss_mib(), 0), "rss_after_build_mib": round(rss_after_build, 0),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "config": "official (Swin-B w12, BERT-base)",
+                "input": [1, 3, args.size, args.size],
+                "dtype": "float32",
+                "threads": torch.get_num_threads(),
+                "median_s": median,
+                "runs": runs,
+                "flops": flops,
+                "achieved_gflops": round(achieved, 1),
+                "matmul_gflops_before": round(ceiling_before["gflops"], 1),
+                "matmul_gflops_after": round(ceiling_after["gflops"], 1),
+                "fraction_of_matmul_ceiling": round(achieved / ceiling, 3),
+                "official_fraction": 0.71,
+                "peak_rss_mib": round(peak_rss_mib(), 0),
+                "rss_after_build_mib": round(rss_after_build, 0),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ log = logging.getLogger("benchmarks.loader")
 
 
 def measure(folder: Path, *, workers: int, samples: int, batch_size: int, image_size: int) -> dict:
-    datamodule = RemoteSAMShardDataModule(str(folder), image_size=image_size, batch_size=batch_size,
-                                          num_workers=workers, samples_per_rank=samples, seed=0)
+    datamodule = RemoteSAMShardDataModule(
+        str(folder), image_size=image_size, batch_size=batch_size, num_workers=workers, samples_per_rank=samples, seed=0
+    )
     loader = datamodule.train_dataloader()
     start, count, first = time.perf_counter(), 0, None
     for batch in loader:
@@ -37,9 +38,16 @@ def measure(folder: Path, *, workers: int, samples: int, batch_size: int, image_
             continue
         count += len(batch["valid"])
     end = time.perf_counter()
-    return {"dataset": str(folder), "workers": workers, "batch_size": batch_size, "image_size": image_size,
-            "samples_timed": count, "seconds": round(end - first, 2), "startup_s": round(first - start, 2),
-            "samples_per_s": round(count / (end - first), 2)}
+    return {
+        "dataset": str(folder),
+        "workers": workers,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "samples_timed": count,
+        "seconds": round(end - first, 2),
+        "startup_s": round(first - start, 2),
+        "samples_per_s": round(count / (end - first), 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         write_synthetic_dataset(tmp, {"train": [64] * 4}, image_size=896, image_format="jpg", patterns=16)
         results.append({"name": "896x896 JPEG shards", **measure(Path(tmp), **options)})
     for result in results:
-        log.info("%-20s %6.2f samples/s (%d samples in %.1f s, %d workers)", result["name"], result["samples_per_s"],
-                 result["samples_timed"], result["seconds"], result["workers"])
+        log.info(
+            "%-20s %6.2f samples/s (%d samples in %.1f s, %d workers)",
+            result["name"],
+            result["samples_per_s"],
+            result["samples_timed"],
+            result["seconds"],
+            result["workers"],
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

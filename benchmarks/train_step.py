@@ -41,8 +41,9 @@ def guard_memory(limit_gib: float) -> None:
         while True:
             rss = process.memory_info().rss / 2**30
             if rss > limit_gib:
-                print(json.dumps({"aborted": f"RSS {rss:.1f} GiB passed the --max-rss-gib {limit_gib} guard"}),
-                      flush=True)
+                print(
+                    json.dumps({"aborted": f"RSS {rss:.1f} GiB passed the --max-rss-gib {limit_gib} guard"}), flush=True
+                )
                 os._exit(3)
             time.sleep(0.1)
 
@@ -64,8 +65,9 @@ def step_figures(args) -> dict:
         guard_memory(args.max_rss_gib)
     torch.manual_seed(0)
     module = RemoteSAMModule(cfg.to_dict(), optim).train()
-    optimizer = torch.optim.AdamW(module.param_groups.optimizer_groups(module.optim["weight_decay"]),
-                                  lr=module.optim["lr"])
+    optimizer = torch.optim.AdamW(
+        module.param_groups.optimizer_groups(module.optim["weight_decay"]), lr=module.optim["lr"]
+    )
     height, width = cfg.image_size
     images = torch.randn(batch, 3, height, width)
     ids = torch.randint(1000, 3000, (batch, cfg.max_tokens))
@@ -82,11 +84,17 @@ def step_figures(args) -> dict:
             times.append(timed.wall)
             others.append(timed.other_cpu)
     return {
-        "config": args.config, "image_size": [height, width], "batch": batch, "precision": "fp32",
-        "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in module.parameters()),
+        "config": args.config,
+        "image_size": [height, width],
+        "batch": batch,
+        "precision": "fp32",
+        "threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in module.parameters()),
         "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
-        "median_step_s": statistics.median(times), "step_s": [round(t, 3) for t in times],
-        "other_processes_cpu_s": [round(t, 2) for t in others], "peak_rss_mib": round(peak_rss_mib(), 1),
+        "median_step_s": statistics.median(times),
+        "step_s": [round(t, 3) for t in times],
+        "other_processes_cpu_s": [round(t, 2) for t in others],
+        "peak_rss_mib": round(peak_rss_mib(), 1),
     }
 
 
@@ -120,8 +128,11 @@ def demo_figures(args) -> dict:
     fit_seconds = time.time() - started
     after = rsam("validate", "--config", "demo", *overrides, "--ckpt_path", "best", "--no-wandb")
     return {
-        "constant": constant_baselines(recipe), "fit_wall_s": round(fit_seconds, 1), "fit_summary": fit,
-        "val_before": before["metrics"], "val_after_best": after["metrics"],
+        "constant": constant_baselines(recipe),
+        "fit_wall_s": round(fit_seconds, 1),
+        "fit_summary": fit,
+        "val_before": before["metrics"],
+        "val_after_best": after["metrics"],
     }
 
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -45,8 +45,9 @@ META_FIELDS = ("key", "text", "kind", "source", "image_id", "split", "category",
 class SampleDecoder:
     """Raw shard sample -> model-ready tensors (picklable; the tokenizer is built lazily in each process)."""
 
-    def __init__(self, image_size: int | tuple[int, int] = 896, vocab_file: str | None = None,
-                 max_tokens: int = MAX_TOKENS):
+    def __init__(
+        self, image_size: int | tuple[int, int] = 896, vocab_file: str | None = None, max_tokens: int = MAX_TOKENS
+    ):
         self.image_size, self.vocab_file, self.max_tokens = image_size, vocab_file, max_tokens
         self._tokenizer: Tokenizer | None = None
 
@@ -120,10 +121,21 @@ class RemoteSAMShardDataModule(pl.LightningDataModule):
         mix_shards: shards mixed into one shuffled block by the training sampler.
     """
 
-    def __init__(self, data_dirs: str | Sequence[str] | None = None, image_size: int | tuple[int, int] = 896, batch_size: int = 2,
-                 num_workers: int = 2, samples_per_rank: int | None = None, seed: int = 0,
-                 train_split: str = "train", val_split: str = "val", test_split: str = "test",
-                 vocab_file: str | None = None, mix_shards: int = 4, pin_memory: bool = False):
+    def __init__(
+        self,
+        data_dirs: str | Sequence[str] | None = None,
+        image_size: int | tuple[int, int] = 896,
+        batch_size: int = 2,
+        num_workers: int = 2,
+        samples_per_rank: int | None = None,
+        seed: int = 0,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+        vocab_file: str | None = None,
+        mix_shards: int = 4,
+        pin_memory: bool = False,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.data_dirs = data_dirs if data_dirs is not None else str(default_demo_dir())
@@ -141,16 +153,28 @@ class RemoteSAMShardDataModule(pl.LightningDataModule):
     def _loader(self, dataset: ShardSamples, sampler) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
-            dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-            pin_memory=self.hparams.pin_memory, persistent_workers=False, drop_last=False,
+            dataset,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=False,
+            drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset(self.hparams.train_split)
         world, rank = self._world()
         per_rank = self.hparams.samples_per_rank or math.ceil(len(dataset) / world)
-        sampler = ResampledShardSampler(dataset.sizes, per_rank, seed=self.hparams.seed,
-                                        mix_shards=self.hparams.mix_shards, num_replicas=world, rank=rank)
+        sampler = ResampledShardSampler(
+            dataset.sizes,
+            per_rank,
+            seed=self.hparams.seed,
+            mix_shards=self.hparams.mix_shards,
+            num_replicas=world,
+            rank=rank,
+        )
         self._skip_consumed(sampler)
         return self._loader(dataset, sampler)
 

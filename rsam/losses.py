@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,12 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = OFFICI
 class SegmentationLoss(nn.Module):
     """Weighted CE + Dice as in the official trainer; ``forward(logits (B,C,H,W), target (B,H,W) int)``."""
 
-    def __init__(self, dice_weight: float = OFFICIAL_DICE_WEIGHT,
-                 class_weights: Sequence[float] = OFFICIAL_CLASS_WEIGHTS, dice_smooth: float = OFFICIAL_DICE_SMOOTH):
+    def __init__(
+        self,
+        dice_weight: float = OFFICIAL_DICE_WEIGHT,
+        class_weights: Sequence[float] = OFFICIAL_CLASS_WEIGHTS,
+        dice_smooth: float = OFFICIAL_DICE_SMOOTH,
+    ):
         super().__init__()
         if not 0.0 <= dice_weight <= 1.0:
             raise ValueError(f"dice_weight must be in [0, 1], got {dice_weight}")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -65,8 +65,11 @@ def capture_intermediates(model: RemoteSAM) -> Iterator[dict[str, torch.Tensor]]
         model.backbone.cim.register_forward_hook(on_cim),
     ]
     for s, layer in enumerate(model.backbone.layers):
-        handles.append(layer.fusion.register_forward_hook(
-            lambda _m, _i, out, s=s: found.update({f"stage{s}_fusion_out_tokenmean": out.mean(dim=2)})))
+        handles.append(
+            layer.fusion.register_forward_hook(
+                lambda _m, _i, out, s=s: found.update({f"stage{s}_fusion_out_tokenmean": out.mean(dim=2)})
+            )
+        )
     for level in (4, 3, 2):
         routing = getattr(model.classifier, f"conv2_{level}").rounting_func
 
@@ -96,18 +99,22 @@ class CaseResult:
 
     def to_json(self) -> dict:
         return {
-            "case": self.case, "batch": self.batch, "image_hw": list(self.image_hw),
+            "case": self.case,
+            "batch": self.batch,
+            "image_hw": list(self.image_hw),
             **{f"max_abs_{k}": v for k, v in self.max_abs.items()},
             "pass": self.passed,
-            "worst_intermediate": max(self.intermediates.items(), key=lambda kv: kv[1] / _tolerance(kv[0]),
-                                      default=(None, None)),
+            "worst_intermediate": max(
+                self.intermediates.items(), key=lambda kv: kv[1] / _tolerance(kv[0]), default=(None, None)
+            ),
             "failed_intermediates": self.failed_intermediates,
         }
 
 
 def case_names(golden: dict[str, np.ndarray]) -> list[str]:
-    names = sorted({m.group(1) for k in golden for m in [re.match(r"(case\d+)_image_u8$", k)] if m},
-                   key=lambda n: int(n[4:]))
+    names = sorted(
+        {m.group(1) for k in golden for m in [re.match(r"(case\d+)_image_u8$", k)] if m}, key=lambda n: int(n[4:])
+    )
     if not names:
         raise ValueError("golden file has no caseN_image_u8 arrays")
     return names

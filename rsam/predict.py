@@ -8,8 +8,8 @@ results equal the one-by-one loop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,8 +37,14 @@ def postprocess(logits: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tens
 
 
 class Predictor:
-    def __init__(self, model: RemoteSAM, tokenizer: Tokenizer | None = None, device: str | torch.device = "cpu",
-                 chunk_size: int = 4, unknown_out_of_vocab: bool = False):
+    def __init__(
+        self,
+        model: RemoteSAM,
+        tokenizer: Tokenizer | None = None,
+        device: str | torch.device = "cpu",
+        chunk_size: int = 4,
+        unknown_out_of_vocab: bool = False,
+    ):
         """``unknown_out_of_vocab``: map token ids the text encoder does not have to [UNK] (for golden test models
         with a reduced vocabulary); otherwise a tokenizer larger than the encoder's vocabulary is an error."""
         if chunk_size < 1:
@@ -49,7 +55,8 @@ class Predictor:
         if self.tokenizer.vocab_size > self.vocab_limit and not unknown_out_of_vocab:
             raise ValueError(
                 f"the tokenizer has {self.tokenizer.vocab_size} ids but the model's text encoder only "
-                f"{self.vocab_limit}; use a matching vocab (or unknown_out_of_vocab=True for test models)")
+                f"{self.vocab_limit}; use a matching vocab (or unknown_out_of_vocab=True for test models)"
+            )
         self.device = torch.device(device)
         self.chunk_size = chunk_size
 
@@ -61,14 +68,15 @@ class Predictor:
         image = image.to(self.device)
         outs = []
         for start in range(0, len(expressions), self.chunk_size):
-            chunk_ids = ids[start:start + self.chunk_size].to(self.device)
-            chunk_mask = mask[start:start + self.chunk_size].to(self.device)
+            chunk_ids = ids[start : start + self.chunk_size].to(self.device)
+            chunk_mask = mask[start : start + self.chunk_size].to(self.device)
             batch = image.unsqueeze(0).expand(chunk_ids.shape[0], -1, -1, -1)
             outs.append(self.model(batch, chunk_ids, chunk_mask).float().cpu())
         return torch.cat(outs)
 
-    def predict(self, image: ImageLike, expressions: str | Sequence[str], *, scale: float | None = None
-                ) -> list[Prediction]:
+    def predict(
+        self, image: ImageLike, expressions: str | Sequence[str], *, scale: float | None = None
+    ) -> list[Prediction]:
         if isinstance(expressions, str):
             expressions = [expressions]
         expressions = list(expressions)

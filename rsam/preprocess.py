@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from os import PathLike
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from PIL import Image
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ImageLike = Union[np.ndarray, Image.Image, str, PathLike]
+ImageLike = np.ndarray | Image.Image | str | PathLike
 
 
 def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -106,7 +105,7 @@ def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     if mask.shape == (height, width):
         return mask
     dtype = mask.dtype
-    src = mask.astype(np.uint8) if dtype == bool else mask
+    src = mask.astype(np.uint8) if dtype == np.bool_ else mask
     if src.dtype not in (np.uint8, np.int32, np.float32):
         src = src.astype(np.int32)
     out = np.asarray(Image.fromarray(src).resize((width, height), Image.NEAREST))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -45,59 +45,59 @@ if not OmegaConf.has_resolver("rsam_data"):
 
 @dataclass
 class InitSection:
-    text_encoder: Optional[str] = None  # "minilm" (the packaged MiniLM-L6) or a local HF BERT folder
-    weights: Optional[str] = None  # rsam model folder (convert/export) or an official .pth: the whole network
+    text_encoder: str | None = None  # "minilm" (the packaged MiniLM-L6) or a local HF BERT folder
+    weights: str | None = None  # rsam model folder (convert/export) or an official .pth: the whole network
 
 
 @dataclass
 class DataSection:
-    dirs: List[str] = MISSING
+    dirs: list[str] = MISSING
     batch_size: int = 2
     num_workers: int = 2
-    samples_per_rank: Optional[int] = None
+    samples_per_rank: int | None = None
     seed: int = 2401
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
-    predict_split: Optional[str] = None  # default: test_split
+    predict_split: str | None = None  # default: test_split
     mix_shards: int = 4
     cache_decoded: bool = False  # keep decoded samples in memory (small datasets, num_workers 0)
-    vocab_file: Optional[str] = None
+    vocab_file: str | None = None
 
 
 @dataclass
 class OptimSection:
     lr: float = 3e-5
     weight_decay: float = 1e-2
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     amsgrad: bool = False
     poly_power: float = 0.9
     trained_text_layers: int = 10
     dice_weight: float = 0.1
-    class_weights: List[float] = field(default_factory=lambda: [0.9, 1.1])
+    class_weights: list[float] = field(default_factory=lambda: [0.9, 1.1])
     dice_smooth: float = 1e-6
 
 
 @dataclass
 class TrainerSection:
     accelerator: str = "auto"
-    devices: Union[int, str] = "auto"
+    devices: int | str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # auto, ddp, deepspeed (see the deepspeed section), or a Lightning strategy name
     precision: str = "32-true"
-    max_epochs: Optional[int] = None
+    max_epochs: int | None = None
     max_steps: int = -1
-    max_time: Optional[str] = None  # "DD:HH:MM:SS", a safety stop
-    check_val_every_n_epoch: Optional[int] = 1
-    val_check_interval: Optional[float] = None
+    max_time: str | None = None  # "DD:HH:MM:SS", a safety stop
+    check_val_every_n_epoch: int | None = 1
+    val_check_interval: float | None = None
     log_every_n_steps: int = 10
     sync_batchnorm: bool = False
-    gradient_clip_val: Optional[float] = None
+    gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
-    limit_test_batches: Optional[float] = None
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
+    limit_test_batches: float | None = None
     num_sanity_val_steps: int = 2
     deterministic: bool = False
     enable_progress_bar: bool = True
@@ -123,7 +123,7 @@ class CheckpointSection:
     mode: str = "max"
     save_top_k: int = 1
     save_last: bool = True
-    dirpath: Optional[str] = None  # default: <default_root_dir>/checkpoints
+    dirpath: str | None = None  # default: <default_root_dir>/checkpoints
 
 
 @dataclass
@@ -131,22 +131,22 @@ class WandbSection:
     enabled: bool = True
     mode: str = "offline"
     project: str = "rsam"
-    name: Optional[str] = None
-    save_dir: Optional[str] = None  # default: default_root_dir
+    name: str | None = None
+    save_dir: str | None = None  # default: default_root_dir
     panel_samples: int = 4
 
 
 @dataclass
 class PredictSection:
-    out_dir: Optional[str] = None  # default: <default_root_dir>/predictions
-    max_samples: Optional[int] = 16
+    out_dir: str | None = None  # default: <default_root_dir>/predictions
+    max_samples: int | None = 16
 
 
 @dataclass
 class Recipe:
     name: str = "rsam"
     seed: int = 2401
-    threads: Optional[int] = None  # torch intra-op threads per process (default: torch's choice)
+    threads: int | None = None  # torch intra-op threads per process (default: torch's choice)
     model: RemoteSAMConfig = field(default_factory=RemoteSAMConfig)
     init: InitSection = field(default_factory=InitSection)
     data: DataSection = field(default_factory=DataSection)
@@ -188,8 +188,9 @@ def recipe_path(name_or_path: str | Path) -> Path:
     bundled = RECIPE_DIR / f"{name_or_path}.yaml"
     if bundled.is_file():
         return bundled
-    raise FileNotFoundError(f"recipe {name_or_path} not found (a YAML file, or one of "
-                            f"{sorted(p.stem for p in RECIPE_DIR.glob('*.yaml'))})")
+    raise FileNotFoundError(
+        f"recipe {name_or_path} not found (a YAML file, or one of {sorted(p.stem for p in RECIPE_DIR.glob('*.yaml'))})"
+    )
 
 
 def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, check_files: bool = True) -> DictConfig:
@@ -238,26 +239,39 @@ def deepspeed_config(recipe: DictConfig) -> dict:
     ``gradient_accumulation_steps`` is left out: Lightning sets it from ``trainer.accumulate_grad_batches``.
     """
     ds, trainer = recipe.deepspeed, recipe.trainer
-    zero = {"stage": int(ds.stage), "overlap_comm": bool(ds.overlap_comm),
-            "contiguous_gradients": bool(ds.contiguous_gradients),
-            "reduce_bucket_size": int(ds.reduce_bucket_size), "allgather_bucket_size": int(ds.allgather_bucket_size)}
+    zero = {
+        "stage": int(ds.stage),
+        "overlap_comm": bool(ds.overlap_comm),
+        "contiguous_gradients": bool(ds.contiguous_gradients),
+        "reduce_bucket_size": int(ds.reduce_bucket_size),
+        "allgather_bucket_size": int(ds.allgather_bucket_size),
+    }
     if ds.stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = False  # checkpoints stay sharded; `rsam export` merges
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": trainer.accelerator != "cpu"}
     if ds.offload_parameters:
         zero["offload_param"] = {"device": "cpu", "pin_memory": trainer.accelerator != "cpu"}
-    config = {"zero_optimization": zero, "zero_allow_untested_optimizer": True,
-              "train_micro_batch_size_per_gpu": int(recipe.data.batch_size),
-              "gradient_clipping": float(trainer.gradient_clip_val or 0.0)}
+    config = {
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "train_micro_batch_size_per_gpu": int(recipe.data.batch_size),
+        "gradient_clipping": float(trainer.gradient_clip_val or 0.0),
+    }
     precision = str(trainer.precision)
     if precision.startswith("bf16"):
         # DeepSpeed casts parameters only; the BatchNorm running stats must follow, or batch_norm mixes dtypes
         config["bf16"] = {"enabled": True}
         config["data_types"] = {"buffer_dtype": "bf16"}
     elif precision.startswith("16"):
-        config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
-                          "hysteresis": 2, "min_loss_scale": 1}
+        config["fp16"] = {
+            "enabled": True,
+            "loss_scale": 0,
+            "initial_scale_power": 16,
+            "loss_scale_window": 1000,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        }
         config["data_types"] = {"buffer_dtype": "fp16"}
     return config
 
@@ -282,8 +296,11 @@ def _check_text_init(recipe: DictConfig, cfg: RemoteSAMConfig) -> None:
     found = text_config_from_hf(folder / "config.json")
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
         if getattr(found, name) != getattr(cfg.text, name):
-            _fail(f"model.text.{name}", f"{getattr(cfg.text, name)} does not match the text encoder in "
-                                        f"init.text_encoder ({folder}: {getattr(found, name)})")
+            _fail(
+                f"model.text.{name}",
+                f"{getattr(cfg.text, name)} does not match the text encoder in "
+                f"init.text_encoder ({folder}: {getattr(found, name)})",
+            )
 
 
 def _check_deepspeed(recipe: DictConfig) -> None:
@@ -310,8 +327,10 @@ def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
     if optim.weight_decay < 0:
         _fail("optim.weight_decay", f"must be >= 0, got {optim.weight_decay}")
     if not 0 <= optim.trained_text_layers <= cfg.text.num_layers:
-        _fail("optim.trained_text_layers", f"{optim.trained_text_layers} is outside [0, model.text.num_layers = "
-                                           f"{cfg.text.num_layers}]")
+        _fail(
+            "optim.trained_text_layers",
+            f"{optim.trained_text_layers} is outside [0, model.text.num_layers = {cfg.text.num_layers}]",
+        )
     if len(optim.class_weights) != cfg.num_classes:
         _fail("optim.class_weights", f"{len(optim.class_weights)} weights for model.num_classes={cfg.num_classes}")
     if not 0 <= optim.dice_weight <= 1:
@@ -328,8 +347,11 @@ def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
         _fail("trainer.max_steps", "set trainer.max_steps or trainer.max_epochs: the poly schedule needs a length")
     on_cpu = trainer.accelerator == "cpu"
     if trainer.strategy.startswith(DEEPSPEED) and trainer.strategy != DEEPSPEED:
-        _fail("trainer.strategy", f"{trainer.strategy!r}: use 'deepspeed' and set the ZeRO stage and offload in the "
-                                  "recipe's deepspeed section (deepspeed.stage, deepspeed.offload_optimizer, ...)")
+        _fail(
+            "trainer.strategy",
+            f"{trainer.strategy!r}: use 'deepspeed' and set the ZeRO stage and offload in the "
+            "recipe's deepspeed section (deepspeed.stage, deepspeed.offload_optimizer, ...)",
+        )
     if uses_deepspeed(recipe):
         _check_deepspeed(recipe)
     if on_cpu and str(trainer.precision) in CPU_UNSUPPORTED_PRECISIONS:
@@ -349,7 +371,10 @@ def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
                 _fail(key, f"{value} does not exist")
         for i, folder in enumerate(data.dirs):
             if not (Path(folder) / "index.json").is_file():
-                _fail(f"data.dirs[{i}]", f"{folder} holds no shard dataset (index.json); build one with `rsam data "
-                                         "...` (the demo: `rsam data demo`)")
+                _fail(
+                    f"data.dirs[{i}]",
+                    f"{folder} holds no shard dataset (index.json); build one with `rsam data "
+                    "...` (the demo: `rsam data demo`)",
+                )
         if recipe.init.text_encoder:
             _check_text_init(recipe, cfg)

@@ -9,8 +9,8 @@ an attention mask of 1 for kept ids and 0 for padding. We build one ``transforme
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

@@ -10,8 +10,13 @@ from PIL import Image, ImageDraw
 PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
 
 
-def overlay_mask(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = PALETTE[0],
-                 alpha: float = 0.45, outline: bool = True) -> np.ndarray:
+def overlay_mask(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    color: tuple[int, int, int] = PALETTE[0],
+    alpha: float = 0.45,
+    outline: bool = True,
+) -> np.ndarray:
     """Blend ``color`` into the masked pixels of a uint8 RGB image; optionally draw the mask's boundary opaque."""
     if rgb.shape[:2] != mask.shape[:2]:
         raise ValueError(f"mask shape {mask.shape[:2]} differs from image shape {rgb.shape[:2]}")

@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 import torch
 from helpers.benchmark_loop import (
-    DIOR_BOXES, TINY_CONFIG, save_tiny_model, tiny_model, write_dior, write_dior_xml, write_dota, write_dota_labels,
-    write_isaid_seg, write_refsegrs,
+    DIOR_BOXES,
+    TINY_CONFIG,
+    save_tiny_model,
+    tiny_model,
+    write_dior,
+    write_dior_xml,
+    write_dota,
+    write_dota_labels,
+    write_isaid_seg,
+    write_refsegrs,
 )
 
-from rsam.benchmarks import get_benchmark, run_registered
 from rsam.benchmarks import evaluators as ev
+from rsam.benchmarks import get_benchmark, run_registered
 from rsam.benchmarks.model_predict import model_predict_fn
 from rsam.benchmarks.samples import Sample
 from rsam.benchmarks.sharding import RankShare
@@ -55,7 +63,7 @@ def top_boxes(found: dict, count: int = 2) -> list:
 def write_dior_found(root, predict):
     """DIOR data whose ground truth adds the one-prompt path's best boxes to fixed ones (so AP50 is neither 0 nor 1)."""
     write_dior(root, DIOR_BOXES)
-    for (path, fixed) in zip(sorted((root / "JPEGImages-test").glob("*.jpg")), DIOR_BOXES):
+    for path, fixed in zip(sorted((root / "JPEGImages-test").glob("*.jpg")), DIOR_BOXES):
         image = to_rgb_uint8(path)
         found = detect(resize_nearest(predict(image, class_prompts(DIOR_CLASSES)), image.shape[:2]), DIOR_CLASSES)
         write_dior_xml(root, path.stem, fixed + [(n, tuple(int(round(v)) for v in box)) for n, box in top_boxes(found)])
@@ -111,12 +119,15 @@ def test_rank_shares_are_disjoint_padded_and_match_the_runner(tmp_path):
         RankShare(samples, 2, 2)
 
 
-@pytest.mark.parametrize("benchmark, write", [
-    ("refsegrs", write_refsegrs),
-    ("isaid-seg", write_isaid_seg),
-    ("dior-det", write_dior_found),
-    ("dior-mlc", write_dior_found),
-])
+@pytest.mark.parametrize(
+    "benchmark, write",
+    [
+        ("refsegrs", write_refsegrs),
+        ("isaid-seg", write_isaid_seg),
+        ("dior-det", write_dior_found),
+        ("dior-mlc", write_dior_found),
+    ],
+)
 def test_loop_equals_one_prompt_runner(benchmark, write, tmp_path, model_dir, one_prompt_fn):
     data = write(tmp_path / "data", one_prompt_fn) if write is write_dior_found else write(tmp_path / "data")
     out = tmp_path / "out"
@@ -144,8 +155,9 @@ def test_loop_equals_one_prompt_runner(benchmark, write, tmp_path, model_dir, on
 def test_dota_large_images_are_tiled(tmp_path, model_dir, one_prompt_fn, monkeypatch):
     data = write_dota(tmp_path / "dota")
     for path in sorted((data / "images").glob("*.png")):  # ground truth: fixed boxes + the one-prompt path's best
-        found = detect_tiled(to_rgb_uint8(path), DOTA_V2_CLASSES, class_prompts(DOTA_V2_CLASSES), one_prompt_fn,
-                             box_type="obb")
+        found = detect_tiled(
+            to_rgb_uint8(path), DOTA_V2_CLASSES, class_prompts(DOTA_V2_CLASSES), one_prompt_fn, box_type="obb"
+        )
         fixed = [(DOTA_V2_CLASSES[1], (100, 100, 300, 100, 300, 250, 100, 250))]
         write_dota_labels(data, path.stem, fixed + top_boxes(found))
     calls = []
@@ -155,6 +167,7 @@ def test_dota_large_images_are_tiled(tmp_path, model_dir, one_prompt_fn, monkeyp
         def counted(patch, patch_prompts):
             calls.append((image.shape[:2], patch.shape[:2], len(patch_prompts)))
             return predict(patch, patch_prompts)
+
         return real_detect_tiled(image, class_names, prompts, counted, **options)
 
     monkeypatch.setattr(ev, "detect_tiled", spy)
@@ -175,8 +188,14 @@ def _lightning_checkpoint(path, state=None):
 
     module = RemoteSAMModule(TINY_CONFIG.to_dict())
     module.model.load_state_dict(tiny_model().state_dict() if state is None else state)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.strategy.connect(module)
     trainer.save_checkpoint(path)
     return path
@@ -189,8 +208,25 @@ def test_lightning_checkpoint_cli_and_wandb(tmp_path, model_dir, capsys):
     ckpt = _lightning_checkpoint(tmp_path / "fit.ckpt")
     folder_run = run("refsegrs", data, model_dir, tmp_path / "folder", limit=4)
     args = add_benchmark_arguments(argparse.ArgumentParser()).parse_args(
-        ["--benchmark", "refsegrs", "--data", str(data), "--ckpt", str(ckpt), "--out", str(tmp_path / "ckpt"),
-         "--limit", "4", "--accelerator", "cpu", "--num-workers", "0", "--chunk-size", "3"])
+        [
+            "--benchmark",
+            "refsegrs",
+            "--data",
+            str(data),
+            "--ckpt",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "ckpt"),
+            "--limit",
+            "4",
+            "--accelerator",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--chunk-size",
+            "3",
+        ]
+    )
     assert run_from_args(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["benchmark"] == "refsegrs" and summary["metrics"]["samples"] == 4
@@ -232,10 +268,16 @@ def test_arguments_fit_the_rsam_test_parser():
     from rsam.cli._lightning import add_recipe_arguments
 
     parser = add_benchmark_arguments(add_recipe_arguments(argparse.ArgumentParser(), "checkpoint"))
-    args = parser.parse_args(["--benchmark", "dior-det", "--data", "d", "--ckpt", "c.ckpt", "--no-wandb",
-                              "--devices", "0,1"])
-    assert (args.benchmark, args.ckpt, args.ckpt_path, args.wandb, args.devices) == ("dior-det", "c.ckpt", None,
-                                                                                      False, [0, 1])
+    args = parser.parse_args(
+        ["--benchmark", "dior-det", "--data", "d", "--ckpt", "c.ckpt", "--no-wandb", "--devices", "0,1"]
+    )
+    assert (args.benchmark, args.ckpt, args.ckpt_path, args.wandb, args.devices) == (
+        "dior-det",
+        "c.ckpt",
+        None,
+        False,
+        [0, 1],
+    )
 
 
 def _raw_ckpt(path, state_dict):
@@ -255,9 +297,26 @@ def test_rsam_test_command_runs_a_benchmark(tmp_path, model_dir):
 
     data = write_refsegrs(tmp_path / "refsegrs")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "rsam.cli.main", "test", "--benchmark", "refsegrs", "--data", str(data),
-                           "--ckpt", str(model_dir), "--out", str(out), "--no-wandb"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rsam.cli.main",
+            "test",
+            "--benchmark",
+            "refsegrs",
+            "--data",
+            str(data),
+            "--ckpt",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--no-wandb",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])

@@ -12,7 +12,12 @@ from pycocotools import mask as mask_utils
 from rsam.benchmarks import benchmark_names, get_benchmark
 from rsam.benchmarks.detection import CocoDetectionReader, DiorXmlReader, DotaReader
 from rsam.benchmarks.lists import (
-    CaptionReader, CountingReader, MultiLabelFromBoxesReader, MultiLabelTableReader, RsvgReader, SceneFolderReader,
+    CaptionReader,
+    CountingReader,
+    MultiLabelFromBoxesReader,
+    MultiLabelTableReader,
+    RsvgReader,
+    SceneFolderReader,
     SceneListReader,
 )
 from rsam.benchmarks.referring import PhraseReader, ReferReader
@@ -52,14 +57,25 @@ def test_restricted_unpickler_allows_containers_and_refuses_code(tmp_path):
 
 def _write_refer(tmp_path, segmentation, sentences=None, size=(6, 8)):
     h, w = size
-    refs = [{"ref_id": 7, "ann_id": 70, "image_id": 1, "split": "test", "category_id": 1,
-             "sentences": sentences if sentences is not None else [{"raw": "the ship", "sent_id": 0},
-                                                                    {"raw": "a boat", "sent_id": 1}]},
-            {"ref_id": 8, "ann_id": 80, "image_id": 1, "split": "train", "sentences": [{"raw": "x"}]}]
+    refs = [
+        {
+            "ref_id": 7,
+            "ann_id": 70,
+            "image_id": 1,
+            "split": "test",
+            "category_id": 1,
+            "sentences": sentences
+            if sentences is not None
+            else [{"raw": "the ship", "sent_id": 0}, {"raw": "a boat", "sent_id": 1}],
+        },
+        {"ref_id": 8, "ann_id": 80, "image_id": 1, "split": "train", "sentences": [{"raw": "x"}]},
+    ]
     (tmp_path / "refs(unc).p").write_bytes(pickle.dumps(refs))
-    instances = {"images": [{"id": 1, "file_name": "img1.jpg", "height": h, "width": w}],
-                 "annotations": [{"id": 70, "image_id": 1, "segmentation": segmentation, "category_id": 1}],
-                 "categories": [{"id": 1, "name": "ship"}]}
+    instances = {
+        "images": [{"id": 1, "file_name": "img1.jpg", "height": h, "width": w}],
+        "annotations": [{"id": 70, "image_id": 1, "segmentation": segmentation, "category_id": 1}],
+        "categories": [{"id": 1, "name": "ship"}],
+    }
     (tmp_path / "instances.json").write_text(json.dumps(instances))
     return ReferReader(tmp_path / "refs(unc).p", tmp_path / "instances.json", tmp_path / "images", "test")
 
@@ -116,8 +132,9 @@ def test_segmentation_reader_palette_and_values(tmp_path):
     classes = ["background"] + [str(i) for i in range(15)]
     sample = next(iter(SegmentationReader(tmp_path / "images", tmp_path / "masks", classes, palette=ISAID_PALETTE)))
     np.testing.assert_array_equal(sample.target, [[1, 15, 0], [0, 0, 0]])
-    strict = SegmentationReader(tmp_path / "images", tmp_path / "masks", classes, palette=ISAID_PALETTE,
-                                unknown_colors="error")
+    strict = SegmentationReader(
+        tmp_path / "images", tmp_path / "masks", classes, palette=ISAID_PALETTE, unknown_colors="error"
+    )
     with pytest.raises(ValueError, match=r"\(9, 9, 9\)"):
         next(iter(strict))
     (tmp_path / "lmasks").mkdir()
@@ -153,9 +170,11 @@ def test_dior_xml_reader_hbb_obb_and_unknown_class(tmp_path):
 
 
 def test_coco_detection_reader_maps_categories_by_name(tmp_path):
-    data = {"images": [{"id": 5, "file_name": "b.jpg"}, {"id": 6, "file_name": "a.jpg"}],
-            "annotations": [{"id": 1, "image_id": 5, "category_id": 3, "bbox": [1, 2, 10, 20]}],
-            "categories": [{"id": 3, "name": "storagetank"}, {"id": 4, "name": "ship"}]}
+    data = {
+        "images": [{"id": 5, "file_name": "b.jpg"}, {"id": 6, "file_name": "a.jpg"}],
+        "annotations": [{"id": 1, "image_id": 5, "category_id": 3, "bbox": [1, 2, 10, 20]}],
+        "categories": [{"id": 3, "name": "storagetank"}, {"id": 4, "name": "ship"}],
+    }
     (tmp_path / "gt.json").write_text(json.dumps(data))
     samples = list(CocoDetectionReader(tmp_path / "gt.json", tmp_path, DIOR_CLASSES))
     assert len(samples) == 1 and samples[0].image_path.name == "b.jpg"
@@ -169,7 +188,8 @@ def test_dota_reader_obb_hbb_headers_difficult(tmp_path):
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "P0001.txt").write_text(
         "imagesource:GoogleEarth\ngsd:0.14\n10 10 20 10 20 30 10 30 plane 0\n"
-        "1.5 2 8 2 8 9 1.5 9 storage-tank 1\n40 40 50 40 50 50 40 50 small-vehicle\n")
+        "1.5 2 8 2 8 9 1.5 9 storage-tank 1\n40 40 50 40 50 50 40 50 small-vehicle\n"
+    )
     _image(tmp_path / "images" / "P0001.png")
     sample = next(iter(DotaReader(tmp_path / "labels", tmp_path / "images", DOTA_V2_CLASSES)))
     assert sample.target.boxes.shape == (3, 8)
@@ -181,12 +201,16 @@ def test_dota_reader_obb_hbb_headers_difficult(tmp_path):
 
 def test_rsvg_reader_global_object_indices(tmp_path):
     (tmp_path / "ann").mkdir()
-    obj = "<object><bndbox><xmin>{0}</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox>" \
-          "<description>{1}</description></object>"
-    (tmp_path / "ann" / "a.xml").write_text(f"<annotation><filename>a.jpg</filename>{obj.format(0, 'first')}"
-                                            f"{obj.format(1, 'second')}</annotation>")
-    (tmp_path / "ann" / "b.xml").write_text(f"<annotation><filename>b.jpg</filename>{obj.format(2, 'third')}"
-                                            "</annotation>")
+    obj = (
+        "<object><bndbox><xmin>{0}</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox>"
+        "<description>{1}</description></object>"
+    )
+    (tmp_path / "ann" / "a.xml").write_text(
+        f"<annotation><filename>a.jpg</filename>{obj.format(0, 'first')}{obj.format(1, 'second')}</annotation>"
+    )
+    (tmp_path / "ann" / "b.xml").write_text(
+        f"<annotation><filename>b.jpg</filename>{obj.format(2, 'third')}</annotation>"
+    )
     (tmp_path / "test.txt").write_text("2\n1\n")
     samples = list(RsvgReader(tmp_path / "ann", tmp_path / "img", tmp_path / "test.txt"))
     assert [(s.key, s.text, s.image_path.name) for s in samples] == [("1", "second", "a.jpg"), ("2", "third", "b.jpg")]
@@ -206,21 +230,31 @@ def test_multi_label_table_and_scene_readers(tmp_path):
     samples = list(SceneFolderReader(tmp_path / "ucm", UCM_SCENE_CLASSES))
     assert [UCM_SCENE_CLASSES[s.target] for s in samples] == ["baseballfield", "storagetank"]
     (tmp_path / "list.txt").write_text("ucm/storagetanks/s01.tif storagetank\n")
-    assert next(iter(SceneListReader(tmp_path / "list.txt", tmp_path, UCM_SCENE_CLASSES))).target == \
-        UCM_SCENE_CLASSES.index("storagetank")
+    assert next(
+        iter(SceneListReader(tmp_path / "list.txt", tmp_path, UCM_SCENE_CLASSES))
+    ).target == UCM_SCENE_CLASSES.index("storagetank")
 
 
 def test_counting_and_caption_readers(tmp_path):
-    data = [{"images": ["/x/y/img_3.png"], "conversations": [
-        {"content": "Please count the number of storage tank."}, {"content": "4"}]},
-        {"images": ["z.png"], "conversations": [{"content": "the number of crane."}, {"content": "0"}]}]
+    data = [
+        {
+            "images": ["/x/y/img_3.png"],
+            "conversations": [{"content": "Please count the number of storage tank."}, {"content": "4"}],
+        },
+        {"images": ["z.png"], "conversations": [{"content": "the number of crane."}, {"content": "0"}]},
+    ]
     (tmp_path / "cnt.json").write_text(json.dumps(data))
     samples = list(CountingReader(tmp_path / "cnt.json", tmp_path / "Images", tuple(DOTA_COUNT_PRIORS)))
-    assert [(s.text, s.target, s.image_path.name) for s in samples] == [("storagetank", 4, "img_3.png"),
-                                                                       ("container-crane", 0, "z.png")]
-    karpathy = {"images": [
-        {"filename": "2.tif", "imgid": 2, "split": "test", "sentences": [{"raw": "A road."}, {"raw": "Trees."}]},
-        {"filename": "1.tif", "imgid": 1, "split": "train", "sentences": [{"raw": "x"}]}]}
+    assert [(s.text, s.target, s.image_path.name) for s in samples] == [
+        ("storagetank", 4, "img_3.png"),
+        ("container-crane", 0, "z.png"),
+    ]
+    karpathy = {
+        "images": [
+            {"filename": "2.tif", "imgid": 2, "split": "test", "sentences": [{"raw": "A road."}, {"raw": "Trees."}]},
+            {"filename": "1.tif", "imgid": 1, "split": "train", "sentences": [{"raw": "x"}]},
+        ]
+    }
     (tmp_path / "dataset.json").write_text(json.dumps(karpathy))
     caps = list(CaptionReader(tmp_path / "dataset.json", tmp_path, "test", ["road"]))
     assert [(s.key, s.target) for s in caps] == [("2", ["A road.", "Trees."])]

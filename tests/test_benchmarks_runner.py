@@ -64,8 +64,10 @@ def test_semantic_run_prompts_with_period_and_merges(tmp_path):
 
 
 def test_detection_and_multilabel_runs_on_dior_xml(tmp_path):
-    xml = ("<annotation><filename>1.jpg</filename><object><name>ship</name><bndbox><xmin>2</xmin><ymin>3</ymin>"
-           "<xmax>8</xmax><ymax>9</ymax></bndbox></object></annotation>")
+    xml = (
+        "<annotation><filename>1.jpg</filename><object><name>ship</name><bndbox><xmin>2</xmin><ymin>3</ymin>"
+        "<xmax>8</xmax><ymax>9</ymax></bndbox></object></annotation>"
+    )
     (tmp_path / "Annotations" / "Horizontal Bounding Boxes").mkdir(parents=True)
     (tmp_path / "Annotations" / "Horizontal Bounding Boxes" / "1.xml").write_text(xml)
     _save(tmp_path / "JPEGImages-test" / "1.jpg", np.zeros((20, 20, 3), np.uint8))
@@ -87,8 +89,9 @@ def test_detection_and_multilabel_runs_on_dior_xml(tmp_path):
 def test_counting_and_caption_runs(tmp_path):
     _save(tmp_path / "Images" / "a.png", np.zeros((100, 100, 3), np.uint8))
     (tmp_path / "Annotation").mkdir()
-    (tmp_path / "Annotation" / "test_IMG_CT.json").write_text(json.dumps(
-        [{"images": ["a.png"], "conversations": [{"content": "the number of vehicle."}, {"content": "2"}]}]))
+    (tmp_path / "Annotation" / "test_IMG_CT.json").write_text(
+        json.dumps([{"images": ["a.png"], "conversations": [{"content": "the number of vehicle."}, {"content": "2"}]}])
+    )
 
     def predict(img, texts):
         maps = np.zeros((len(texts), 100, 100), np.float32)
@@ -99,18 +102,35 @@ def test_counting_and_caption_runs(tmp_path):
 
     count = run_registered(get_benchmark("dior-cnt"), tmp_path, predict)
     assert count["accuracy"] == 1.0
-    (tmp_path / "dataset.json").write_text(json.dumps({"images": [
-        {"filename": "a.png", "imgid": 3, "split": "test",
-         "sentences": [{"raw": "There are many roads in the image."}]}]}))
+    (tmp_path / "dataset.json").write_text(
+        json.dumps(
+            {
+                "images": [
+                    {
+                        "filename": "a.png",
+                        "imgid": 3,
+                        "split": "test",
+                        "sentences": [{"raw": "There are many roads in the image."}],
+                    }
+                ]
+            }
+        )
+    )
     first = run_registered(get_benchmark("ucm-cap"), tmp_path, predict, seed=1)
     again = run_registered(get_benchmark("ucm-cap"), tmp_path, predict, seed=1)
     assert first["CIDEr"] == again["CIDEr"] and first["images"] == 1
 
 
 def test_boundary_map_splits_touching_objects(tmp_path):
-    xml = "<annotation><filename>1.jpg</filename>" + "".join(
-        f"<object><name>ship</name><bndbox><xmin>{x1}</xmin><ymin>3</ymin><xmax>{x2}</xmax><ymax>9</ymax></bndbox>"
-        "</object>" for x1, x2 in ((2, 12), (13, 23))) + "</annotation>"
+    xml = (
+        "<annotation><filename>1.jpg</filename>"
+        + "".join(
+            f"<object><name>ship</name><bndbox><xmin>{x1}</xmin><ymin>3</ymin><xmax>{x2}</xmax><ymax>9</ymax></bndbox>"
+            "</object>"
+            for x1, x2 in ((2, 12), (13, 23))
+        )
+        + "</annotation>"
+    )
     (tmp_path / "Annotations" / "Horizontal Bounding Boxes").mkdir(parents=True)
     (tmp_path / "Annotations" / "Horizontal Bounding Boxes" / "1.xml").write_text(xml)
     _save(tmp_path / "JPEGImages-test" / "1.jpg", np.zeros((20, 30, 3), np.uint8))

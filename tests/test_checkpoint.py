@@ -21,14 +21,24 @@ def golden_state(reference_dir):
 
 def official_layout(state, **args_overrides):
     """The dict train.py saves: model, optimizer, epoch, args (Namespace), lr_scheduler; saved from a DDP-less model."""
-    args = argparse.Namespace(img_size=896, mha="", ck_bert="bert-base-uncased", fusion_drop=0.0, window12=True,
-                              lr=3e-5, **args_overrides)
-    model = {**state, "text_encoder.pooler.dense.weight": torch.zeros(768, 768),
-             "text_encoder.pooler.dense.bias": torch.zeros(768)}
-    return {"model": model, "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(4)}},
-                                          "param_groups": [{"lr": 1e-5, "weight_decay": 0.01, "params": [0]}]},
-            "epoch": 7, "args": args,
-            "lr_scheduler": {"base_lrs": [3e-5], "last_epoch": 100, "_step_count": 101, "lr_lambdas": [None]}}
+    args = argparse.Namespace(
+        img_size=896, mha="", ck_bert="bert-base-uncased", fusion_drop=0.0, window12=True, lr=3e-5, **args_overrides
+    )
+    model = {
+        **state,
+        "text_encoder.pooler.dense.weight": torch.zeros(768, 768),
+        "text_encoder.pooler.dense.bias": torch.zeros(768),
+    }
+    return {
+        "model": model,
+        "optimizer": {
+            "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(4)}},
+            "param_groups": [{"lr": 1e-5, "weight_decay": 0.01, "params": [0]}],
+        },
+        "epoch": 7,
+        "args": args,
+        "lr_scheduler": {"base_lrs": [3e-5], "last_epoch": 100, "_step_count": 101, "lr_lambdas": [None]},
+    }
 
 
 def test_official_layout_loads_safely_and_strictly(tmp_path, golden_state, reference_dir):
@@ -91,8 +101,11 @@ def test_head_counts_from_args_and_explicit_config(golden_state):
 def test_convert_round_trip_identical_tensors_and_outputs(tmp_path, golden_state):
     torch.save(official_layout(golden_state), tmp_path / "official.pth")
     out = tmp_path / "converted"
-    proc = subprocess.run([sys.executable, "-m", "rsam.cli.main", "convert", str(tmp_path / "official.pth"),
-                           "--out", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rsam.cli.main", "convert", str(tmp_path / "official.pth"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tensors"] == 695
     model = load_model(out)

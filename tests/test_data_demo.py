@@ -13,12 +13,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers.shard_utils import read_samples
 
 from rsam.cli.main import main as rsam_main
 from rsam.data.demo import WHEELS, build_demo, building_masks, default_demo_dir, default_wheel_dir
 from rsam.data.records import decode_mask_png
-
-from helpers.shard_utils import read_samples
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,9 @@ def test_demo_counts_splits_and_licences(demo):
     text = (out / "LICENCES.md").read_text()
     assert "CC0" in text and "CC BY-SA 4.0" in text and WHEELS["solaris"][1] in text
     assert {lic["name"] for lic in json.loads((out / "index.json").read_text())["licences"]} == {
-        "CC0-1.0", "CC-BY-SA-4.0"}
+        "CC0-1.0",
+        "CC-BY-SA-4.0",
+    }
     kinds = {record["kind"] for record, _ in records}
     assert kinds == {"one-to-one", "one-to-many", "one-to-zero"}
 
@@ -73,7 +74,7 @@ def test_tree_boxes_match_the_packaged_csv(demo, wheels):
         rows = list(csv.DictReader(io.StringIO(archive.read("deepforest/data/OSBS_029.csv").decode())))
     expected = np.zeros((400, 400), bool)
     for row in rows:
-        expected[int(row["ymin"]):int(row["ymax"]), int(row["xmin"]):int(row["xmax"])] = True
+        expected[int(row["ymin"]) : int(row["ymax"]), int(row["xmin"]) : int(row["xmax"])] = True
     (sample,) = [s for r, s in records if r["image_file"] == "OSBS_029.png" and r["kind"] == "one-to-many"]
     np.testing.assert_array_equal(decode_mask_png(sample["mask.png"]), expected)
     assert json.loads(sample["json"])["mask_type"] == "box"

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from helpers.shard_utils import read_samples
 from PIL import Image
 
 from rsam.cli.main import main as rsam_main
@@ -17,8 +18,6 @@ from rsam.data.expressions import Instance, candidate_expressions, colour_name, 
 from rsam.data.pipeline import convert
 from rsam.data.records import decode_mask_png
 from rsam.data.vlm import VLMClient, normalise_category
-
-from helpers.shard_utils import read_samples
 
 H, W = 60, 90
 
@@ -33,8 +32,16 @@ def _instance(ann_id, category, box, rgb=None):
 
 @pytest.mark.parametrize(
     "rgb, name",
-    [((250, 250, 250), "white"), ((20, 20, 20), "black"), ((128, 128, 128), "gray"), ((220, 30, 30), "red"),
-     ((30, 180, 40), "green"), ((30, 60, 200), "blue"), ((230, 220, 40), "yellow"), ((120, 70, 30), "brown")],
+    [
+        ((250, 250, 250), "white"),
+        ((20, 20, 20), "black"),
+        ((128, 128, 128), "gray"),
+        ((220, 30, 30), "red"),
+        ((30, 180, 40), "green"),
+        ((30, 60, 200), "blue"),
+        ((230, 220, 40), "yellow"),
+        ((120, 70, 30), "brown"),
+    ],
 )
 def test_colour_names(rgb, name):
     assert colour_name(rgb) == name
@@ -42,7 +49,12 @@ def test_colour_names(rgb, name):
 
 def test_plural_and_category_normalisation():
     assert [plural(w) for w in ("tree", "bus", "storage tank", "city", "day")] == [
-        "trees", "buses", "storage tanks", "cities", "days"]
+        "trees",
+        "buses",
+        "storage tanks",
+        "cities",
+        "days",
+    ]
     assert normalise_category("Storage_Tanks") == "storage tank" and normalise_category("cities") == "city"
 
 
@@ -50,9 +62,9 @@ def test_rules_keep_only_unambiguous_expressions():
     rgb = np.full((H, W, 3), 128, np.uint8)
     rgb[:, 60:] = (220, 30, 30)
     cars = [
-        _instance(1, "car", (2, 2, 12, 10), rgb),      # top left, small, gray
-        _instance(2, "car", (30, 40, 50, 58), rgb),    # bottom, large, gray
-        _instance(3, "car", (62, 5, 74, 15), rgb),     # top right, red
+        _instance(1, "car", (2, 2, 12, 10), rgb),  # top left, small, gray
+        _instance(2, "car", (30, 40, 50, 58), rgb),  # bottom, large, gray
+        _instance(3, "car", (62, 5, 74, 15), rgb),  # top right, red
     ]
     ship = _instance(9, "ship", (20, 20, 30, 30), rgb)
     candidates = {c.text: set(c.targets) for c in candidate_expressions("car", cars, [ship], W, H)}
@@ -87,10 +99,12 @@ def _write_coco(tmp_path, *, extra_images=0):
         entries.append({"id": number + 1, "file_name": f"img{number}.png", "width": W, "height": H, "license": 1})
     coco = {
         "licenses": [{"id": 1, "name": "CC0-1.0", "url": "u", "attribution": "made in a test"}],
-        "categories": [{"id": 1, "name": "car", "supercategory": "vehicle"},
-                       {"id": 2, "name": "truck", "supercategory": "vehicle"},
-                       {"id": 3, "name": "building", "supercategory": "building"},
-                       {"id": 4, "name": "pond", "supercategory": "water"}],
+        "categories": [
+            {"id": 1, "name": "car", "supercategory": "vehicle"},
+            {"id": 2, "name": "truck", "supercategory": "vehicle"},
+            {"id": 3, "name": "building", "supercategory": "building"},
+            {"id": 4, "name": "pond", "supercategory": "water"},
+        ],
         "images": entries,
         "annotations": [
             {"id": 10, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 8], "segmentation": []},
@@ -119,14 +133,18 @@ def test_engine_triplets_box_masks_and_one_to_zero(tmp_path):
     expected[5:15, 62:74] = True
     np.testing.assert_array_equal(mask, expected)
     assert (record["kind"], record["mask_type"], record["licence"], record["attribution"]) == (
-        "one-to-many", "box", "CC0-1.0", "made in a test")
+        "one-to-many",
+        "box",
+        "CC0-1.0",
+        "made in a test",
+    )
     assert sorted(record["ann_ids"]) == [10, 11]
     zero = [(r, m) for r, m in samples.values() if r["kind"] == "one-to-zero"]
     # truck shares the 'vehicle' supercategory with the cars present, so only 'pond' is truly absent
     assert [r["text"] for r, _ in zero] == ["pond in the image"] and not zero[0][1].any()
     ones = [(r, m) for r, m in samples.values() if r["kind"] == "one-to-one"]
     assert {r["text"] for r, _ in ones} >= {"the only building in the image"}
-    for r, m in ones:
+    for r, _ in ones:
         assert len(r["ann_ids"]) == 1
     assert by_text["building in the image"][0]["mask_type"] == "polygon"
     assert report["splits"]["train"]["dropped"].get("ambiguous", 0) >= 1
@@ -142,9 +160,11 @@ class _StubVLM(BaseHTTPRequestHandler):
         if isinstance(content, list):  # caption request with the image
             answer = "Two cars and a large grey building with a flat roof."
         else:
-            answer = ('```json\n{"cars": "Two small cars parked near the building.", '
-                      '"building": "A large grey building with a flat roof in the lower middle of the image '
-                      'next to several parked cars and a road", "helicopter": "A helicopter."}\n```')
+            answer = (
+                '```json\n{"cars": "Two small cars parked near the building.", '
+                '"building": "A large grey building with a flat roof in the lower middle of the image '
+                'next to several parked cars and a road", "helicopter": "A helicopter."}\n```'
+            )
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -179,7 +199,8 @@ def test_vlm_descriptions_are_matched_filtered_and_cached(tmp_path, vlm_server):
     assert "no more than 20 words" in parse_request["messages"][0]["content"]
     vlm = [r for r, _ in _read(tmp_path / "out").values() if r["rule"] == "vlm"]
     assert [(r["text"], r["category"], r["kind"]) for r in vlm] == [
-        ("Two small cars parked near the building.", "car", "one-to-many")]
+        ("Two small cars parked near the building.", "car", "one-to-many")
+    ]
     dropped = report["splits"]["train"]["dropped"]
     assert dropped["vlm_too_long"] == 1 and dropped["vlm_unmatched"] == 1
     again = VLMClient(vlm_server, "qwen-stub", cache_path=cache)
@@ -194,9 +215,26 @@ def stub_scorer(region: np.ndarray, text: str) -> float:
 
 def test_scorer_filters_low_scores_through_the_cli(tmp_path, capsys):
     instances, images = _write_coco(tmp_path)
-    code = rsam_main(["data", "from-coco", "--instances", str(instances), "--images", str(images),
-                      "--out", str(tmp_path / "out"), "--zero-per-image", "0", "--max-one-to-one", "0",
-                      "--scorer", "test_data_engine:stub_scorer", "--min-score", "0.5"])
+    code = rsam_main(
+        [
+            "data",
+            "from-coco",
+            "--instances",
+            str(instances),
+            "--images",
+            str(images),
+            "--out",
+            str(tmp_path / "out"),
+            "--zero-per-image",
+            "0",
+            "--max-one-to-one",
+            "0",
+            "--scorer",
+            "test_data_engine:stub_scorer",
+            "--min-score",
+            "0.5",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     records = [r for r, _ in _read(tmp_path / "out").values()]

@@ -24,8 +24,9 @@ def test_wids_reads_our_index_and_shards_identically(dataset, tmp_path):
     import wids
 
     ours = ShardSamples(split_shards(dataset, "val"))
-    theirs = wids.ShardListDataset(str(dataset / "val.index.json"), cache_dir=str(tmp_path / "wids_cache"),
-                                   transformations=lambda sample: sample)
+    theirs = wids.ShardListDataset(
+        str(dataset / "val.index.json"), cache_dir=str(tmp_path / "wids_cache"), transformations=lambda sample: sample
+    )
     assert len(theirs) == len(ours) == 8
     for index in range(len(ours)):
         a, b = ours.raw(index), theirs[index]
@@ -57,7 +58,7 @@ def test_verify_names_a_corrupt_member(dataset, capsys):
     offset, size = members["png"]
     reader.close()
     data = bytearray(shard.read_bytes())
-    data[offset + 20: offset + size] = b"\0" * (size - 20)  # same length, garbage pixels
+    data[offset + 20 : offset + size] = b"\0" * (size - 20)  # same length, garbage pixels
     shard.write_bytes(bytes(data))
     code = rsam_main(["data", "inspect", str(dataset), "--verify"])
     problems = json.loads(capsys.readouterr().out)["problems"]

@@ -10,6 +10,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from helpers.shard_utils import read_samples
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -18,8 +19,6 @@ from rsam.data.masks import encode_rle
 from rsam.data.pipeline import convert
 from rsam.data.records import decode_mask_png
 from rsam.data.refer import ReferConverter, load_refs
-
-from helpers.shard_utils import read_samples
 
 H, W = 16, 20
 
@@ -51,13 +50,23 @@ def refer_root(tmp_path):
         {"id": 3, "image_id": 3, "segmentation": [encode_rle(np.zeros((H + 1, W), bool))], "area": 0},
         {"id": 4, "image_id": 1, "segmentation": [encode_rle(np.zeros((H, W), bool))], "area": 0},
     ]
-    instances = {"images": [{"id": i, "file_name": f} for i, f in ((1, "a.jpg"), (2, "b.jpg"), (3, "c.jpg"))],
-                 "annotations": annotations, "categories": [{"id": 5, "name": "roof"}]}
+    instances = {
+        "images": [{"id": i, "file_name": f} for i, f in ((1, "a.jpg"), (2, "b.jpg"), (3, "c.jpg"))],
+        "annotations": annotations,
+        "categories": [{"id": 5, "name": "roof"}],
+    }
     (root / "Annotations" / "instances.json").write_text(json.dumps(instances))
 
     def ref(split, ann, image, file_name, sentences):
-        return {"split": split, "ann_id": ann, "image_id": image, "file_name": file_name, "category_id": 5,
-                "ref_id": ann * 10, "sentences": [{"sent": s, "raw": s.upper()} for s in sentences]}
+        return {
+            "split": split,
+            "ann_id": ann,
+            "image_id": image,
+            "file_name": file_name,
+            "category_id": 5,
+            "ref_id": ann * 10,
+            "sentences": [{"sent": s, "raw": s.upper()} for s in sentences],
+        }
 
     refs = [
         ref("train", 1, 1, "a.jpg", ["the red roof", "roof on the left"]),
@@ -75,8 +84,13 @@ def refer_root(tmp_path):
 
 
 def _converter(root, **kwargs) -> ReferConverter:
-    return ReferConverter(root / "Annotations" / "refs(unc).p", root / "Annotations" / "instances.json",
-                          root / "JPEGImages", source="rrsisd", **kwargs)
+    return ReferConverter(
+        root / "Annotations" / "refs(unc).p",
+        root / "Annotations" / "instances.json",
+        root / "JPEGImages",
+        source="rrsisd",
+        **kwargs,
+    )
 
 
 def test_convert_skip_masks_kinds_and_reconciled_counts(refer_root, tmp_path):
@@ -86,8 +100,13 @@ def test_convert_skip_masks_kinds_and_reconciled_counts(refer_root, tmp_path):
     assert report["reconciled"] and report["unit"] == "sentence"
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     reasons = " | ".join(r["reason"] for r in rejects)
-    for expected in ("differs from the image size", "missing.jpg", "annotation 99 missing", "no sentences",
-                     "empty expression"):
+    for expected in (
+        "differs from the image size",
+        "missing.jpg",
+        "annotation 99 missing",
+        "no sentences",
+        "empty expression",
+    ):
         assert expected in reasons
     assert all(r["input"].startswith("ref[") for r in rejects)
 
@@ -95,11 +114,19 @@ def test_convert_skip_masks_kinds_and_reconciled_counts(refer_root, tmp_path):
     assert sorted(samples) == ["rrsisd-ref-0-0", "rrsisd-ref-1-0", "rrsisd-ref-2-0", "rrsisd-ref-8-0"]
     first = samples["rrsisd-ref-0-0"]
     record = json.loads(first["json"])
-    assert (record["text"], record["kind"], record["category"], record["split"]) == ("the red roof", "one-to-one",
-                                                                                    "roof", "train")
+    assert (record["text"], record["kind"], record["category"], record["split"]) == (
+        "the red roof",
+        "one-to-one",
+        "roof",
+        "train",
+    )
     # independent reference: pycocotools decode of the raw annotation, official "== 1" rule
-    rles = [dict(r, counts=r["counts"].encode()) for r in json.loads(
-        (refer_root / "Annotations" / "instances.json").read_text())["annotations"][0]["segmentation"]]
+    rles = [
+        dict(r, counts=r["counts"].encode())
+        for r in json.loads((refer_root / "Annotations" / "instances.json").read_text())["annotations"][0][
+            "segmentation"
+        ]
+    ]
     reference = mask_utils.decode(rles).sum(axis=2) == 1
     np.testing.assert_array_equal(decode_mask_png(first["mask.png"]), reference)
     assert first["jpg"] == (refer_root / "JPEGImages" / "a.jpg").read_bytes()  # original bytes, no re-encode
@@ -116,8 +143,11 @@ def test_convert_skip_masks_kinds_and_reconciled_counts(refer_root, tmp_path):
 
 
 def test_all_sentences_and_raw_field(refer_root, tmp_path):
-    report = convert(_converter(refer_root, sentences="all", text_field="raw", splits=["train"]).spec(),
-                     tmp_path / "out", on_error="skip")
+    report = convert(
+        _converter(refer_root, sentences="all", text_field="raw", splits=["train"]).spec(),
+        tmp_path / "out",
+        on_error="skip",
+    )
     assert (report["inputs"], report["samples"]) == (6, 3)
     texts = sorted(json.loads(s["json"])["text"] for s in read_samples(tmp_path / "out").values())
     assert texts == ["ROOF ON THE LEFT", "TENNIS COURT IN THE IMAGE", "THE RED ROOF"]
@@ -184,8 +214,9 @@ def test_interrupted_run_resumes_identically_and_reruns_are_noops(refer_root, tm
     assert (resumed / "index.json").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="--overwrite"):
         convert(_converter(refer_root, sentences="first").spec(), resumed, shard_size=1, on_error="skip")
-    rebuilt = convert(_converter(refer_root, sentences="first").spec(), resumed, shard_size=1, on_error="skip",
-                      replace_stale=True)
+    rebuilt = convert(
+        _converter(refer_root, sentences="first").spec(), resumed, shard_size=1, on_error="skip", replace_stale=True
+    )
     assert (rebuilt["inputs"], rebuilt["samples"]) == (9, 4) and len(read_samples(resumed)) == 4
 
 
@@ -210,10 +241,10 @@ def test_refs_with_unsafe_split_names_are_rejected(refer_root, tmp_path):
 
 
 def test_parallel_workers_write_identical_datasets(refer_root, tmp_path):
-    serial = convert(_converter(refer_root, sentences="all").spec(), tmp_path / "serial", shard_size=2,
-                     on_error="skip")
-    parallel = convert(_converter(refer_root, sentences="all").spec(), tmp_path / "parallel", shard_size=2,
-                       on_error="skip", workers=2)
+    serial = convert(_converter(refer_root, sentences="all").spec(), tmp_path / "serial", shard_size=2, on_error="skip")
+    parallel = convert(
+        _converter(refer_root, sentences="all").spec(), tmp_path / "parallel", shard_size=2, on_error="skip", workers=2
+    )
     assert serial == parallel
     for path in (tmp_path / "serial").iterdir():
         assert (tmp_path / "parallel" / path.name).read_bytes() == path.read_bytes()

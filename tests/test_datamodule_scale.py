@@ -12,10 +12,9 @@ import subprocess
 import sys
 
 import pytest
+from helpers.shard_utils import HELPERS, subprocess_env
 
 from rsam.data.synthetic import write_synthetic_dataset
-
-from helpers.shard_utils import HELPERS, subprocess_env
 
 HELPER = HELPERS / "ddp_shards_check.py"
 SHARD_SIZES = [1000 + (i % 7) - 3 for i in range(270)] + [7]  # uneven shards, 270,001 samples
@@ -30,9 +29,22 @@ def test_270k_eval_exactly_once_and_equal_train_counts(tmp_path):
     write_synthetic_dataset(data, SHARD_SIZES, image_size=8, split="val")
     out = tmp_path / "out"
     env = subprocess_env()
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", os.environ["MASTER_PORT"], str(HELPER), "plain", str(out), str(data),
-               str(TRAIN_PER_RANK)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        os.environ["MASTER_PORT"],
+        str(HELPER),
+        "plain",
+        str(out),
+        str(data),
+        str(TRAIN_PER_RANK),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((out / f"plain-rank{r}.json").read_text()) for r in (0, 1)]

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers.shard_utils import HELPERS, subprocess_env
 from PIL import Image
 
 from datamodules.remotesam_shards import RemoteSAMShardDataModule
@@ -17,8 +18,6 @@ from rsam.data.reader import CorruptShardError, ShardReader
 from rsam.data.records import decode_mask_png
 from rsam.data.samplers import PaddedEvalSampler, ResampledShardSampler
 from rsam.data.synthetic import write_synthetic_dataset
-
-from helpers.shard_utils import HELPERS, subprocess_env
 from rsam.preprocess import preprocess_image, resize_mask
 from rsam.text import Tokenizer
 
@@ -68,10 +67,12 @@ def test_eval_sampler_covers_every_sample_exactly_once(sizes, world):
 
 def test_train_sampler_is_reproducible_equal_and_resampled():
     sizes = [5, 1, 7, 2]
+
     def draw(epoch, rank, seed=0):
         sampler = ResampledShardSampler(sizes, 40, seed=seed, num_replicas=2, rank=rank)
         sampler.set_epoch(epoch)
         return list(sampler)
+
     assert draw(3, 0) == draw(3, 0)
     assert draw(3, 0) != draw(4, 0) and draw(3, 0) != draw(3, 1) and draw(3, 0) != draw(3, 0, seed=1)
     assert all(len(draw(e, r)) == 40 for e in range(3) for r in range(2))
@@ -88,7 +89,7 @@ def test_corrupt_image_member_is_named(tmp_path):
     offset, size = members["png"]
     reader.close()
     data = bytearray(shard.read_bytes())
-    data[offset: offset + size] = b"\x00" * size
+    data[offset : offset + size] = b"\x00" * size
     shard.write_bytes(bytes(data))
     dataset = RemoteSAMShardDataModule(str(folder), image_size=16, num_workers=0).dataset("val")
     dataset[0]
@@ -99,8 +100,13 @@ def test_corrupt_image_member_is_named(tmp_path):
 def test_two_process_lightning_ddp_sees_every_eval_sample_once(uneven, tmp_path):
     out = tmp_path / "ddp"
     env = subprocess_env()
-    result = subprocess.run([sys.executable, str(HELPER), "lightning", str(out), str(uneven)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(HELPER), "lightning", str(out), str(uneven)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((out / f"lightning-rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
@@ -109,7 +115,7 @@ def test_two_process_lightning_ddp_sees_every_eval_sample_once(uneven, tmp_path)
     for rank in ranks:
         assert len(rank["val"]) == epochs * 8  # ceil(15 / 2) per epoch on both ranks
     for epoch in range(epochs):
-        seen = [tuple(item) for r in ranks for item in r["val"][epoch * 8:(epoch + 1) * 8]]
+        seen = [tuple(item) for r in ranks for item in r["val"][epoch * 8 : (epoch + 1) * 8]]
         valid = [key for key, ok in seen if ok]
         assert sorted(valid) == sorted(all_keys)  # exactly once
         assert sum(1 for _, ok in seen if not ok) == 1  # one padding sample, flagged
@@ -141,12 +147,21 @@ def test_resumed_run_sees_the_same_training_order(uneven, tmp_path):
     import lightning.pytorch as pl
 
     def fit(max_epochs, ckpt_path=None):
-        datamodule = RemoteSAMShardDataModule(str(uneven), image_size=16, batch_size=3, num_workers=0,
-                                              samples_per_rank=6, seed=5)
+        datamodule = RemoteSAMShardDataModule(
+            str(uneven), image_size=16, batch_size=3, num_workers=0, samples_per_rank=6, seed=5
+        )
         model = _recorder()
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, limit_val_batches=0, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             default_root_dir=tmp_path)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_epochs=max_epochs,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+        )
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         return [(epoch, keys) for epoch, _, keys in model.seen], trainer
 
@@ -169,12 +184,22 @@ def test_mid_epoch_resume_continues_the_epoch_order(uneven, tmp_path):
                 trainer.save_checkpoint(tmp_path / "mid.ckpt")
 
     def fit(ckpt_path=None):
-        datamodule = RemoteSAMShardDataModule(str(uneven), image_size=16, batch_size=2, num_workers=0,
-                                              samples_per_rank=6, seed=11)
+        datamodule = RemoteSAMShardDataModule(
+            str(uneven), image_size=16, batch_size=2, num_workers=0, samples_per_rank=6, seed=11
+        )
         model = _recorder()
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=9, limit_val_batches=0, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             default_root_dir=tmp_path, callbacks=[SaveAt()])
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=9,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+            callbacks=[SaveAt()],
+        )
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         return model.seen
 

@@ -51,15 +51,18 @@ def test_the_paper_recipe_runs_zero2_bf16():
     assert checked.zero_optimization_stage == 2 and checked.bfloat16_config.enabled
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["trainer.strategy=deepspeed_stage_3"], "trainer.strategy"),   # one way to say it: strategy + section
-    (["trainer.strategy=deepspeed", "deepspeed.stage=4"], "deepspeed.stage"),
-    (["trainer.strategy=deepspeed", "deepspeed.offload_parameters=true"], "deepspeed.offload_parameters"),
-    (["trainer.strategy=deepspeed", "deepspeed.offload_optimizer=true", "optim.amsgrad=true"], "optim.amsgrad"),
-    (["trainer.strategy=deepspeed", "trainer.precision=64-true"], "trainer.precision"),
-    (["trainer.strategy=deepspeed", "trainer.precision=16-mixed"], "trainer.precision"),  # fp16: GPUs only
-    (["deepspeed.stages=2"], "deepspeed.stages"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["trainer.strategy=deepspeed_stage_3"], "trainer.strategy"),  # one way to say it: strategy + section
+        (["trainer.strategy=deepspeed", "deepspeed.stage=4"], "deepspeed.stage"),
+        (["trainer.strategy=deepspeed", "deepspeed.offload_parameters=true"], "deepspeed.offload_parameters"),
+        (["trainer.strategy=deepspeed", "deepspeed.offload_optimizer=true", "optim.amsgrad=true"], "optim.amsgrad"),
+        (["trainer.strategy=deepspeed", "trainer.precision=64-true"], "trainer.precision"),
+        (["trainer.strategy=deepspeed", "trainer.precision=16-mixed"], "trainer.precision"),  # fp16: GPUs only
+        (["deepspeed.stages=2"], "deepspeed.stages"),
+    ],
+)
 def test_bad_deepspeed_settings_name_the_key(overrides, key):
     with pytest.raises(RecipeError, match=re.escape(f"'{key}'")):
         load_recipe("demo", overrides, check_files=False)
@@ -67,8 +70,11 @@ def test_bad_deepspeed_settings_name_the_key(overrides, key):
 
 @pytest.mark.parametrize("strategy, expected", [("ddp", DDPStrategy), ("deepspeed", CPUDeepSpeedStrategy)])
 def test_the_trainer_gets_the_recipe_strategy(strategy, expected, tmp_path):
-    recipe = load_recipe("demo", [f"trainer.strategy={strategy}", "deepspeed.stage=3",
-                                  f"trainer.default_root_dir={tmp_path}"], check_files=False)
+    recipe = load_recipe(
+        "demo",
+        [f"trainer.strategy={strategy}", "deepspeed.stage=3", f"trainer.default_root_dir={tmp_path}"],
+        check_files=False,
+    )
     trainer = build_trainer(recipe, use_wandb=False, fitting=True)
     assert type(trainer.strategy) is expected
     if strategy == "deepspeed":

@@ -34,9 +34,17 @@ def recipe(tmp_path_factory):
 def test_two_process_zero_fit_exports_to_one_fp32_file(name, recipe, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     run = tmp_path / "run"
-    result, summary = rsam_cli("fit", "--config", str(recipe), "--no-wandb", "trainer.devices=2",
-                               "trainer.strategy=deepspeed", *ZERO_RUNS[name], f"trainer.default_root_dir={run}",
-                               timeout=600)
+    result, summary = rsam_cli(
+        "fit",
+        "--config",
+        str(recipe),
+        "--no-wandb",
+        "trainer.devices=2",
+        "trainer.strategy=deepspeed",
+        *ZERO_RUNS[name],
+        f"trainer.default_root_dir={run}",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert summary["step"] == 4 and summary["metrics"]["train/loss"] > 0
 
@@ -63,5 +71,7 @@ def test_two_process_zero_fit_exports_to_one_fp32_file(name, recipe, tmp_path, m
     assert len(trained) > len(fresh) // 2  # the export holds the trained weights, not the initial ones
 
     with capsys.disabled():
-        print(f"\n[{name}] DeepSpeed checkpoint {_size(last) / 1e6:.2f} MB -> exported fp32 "
-              f"{_size(out / 'model.safetensors') / 1e6:.2f} MB")
+        print(
+            f"\n[{name}] DeepSpeed checkpoint {_size(last) / 1e6:.2f} MB -> exported fp32 "
+            f"{_size(out / 'model.safetensors') / 1e6:.2f} MB"
+        )

@@ -1,5 +1,6 @@
 """Metrics are synchronised across ranks: a 2-process CPU DDP validation (5 samples: rank 1 gets a padding sample)
-gives the single-process figures. Runs the real CLI in subprocesses (the in-process ddp launcher is unsafe in pytest)."""
+gives the single-process figures. Runs the real CLI in subprocesses (the in-process ddp launcher is unsafe in
+pytest)."""
 
 import pytest
 from helpers.lit_runs import rsam_cli, tiny_setup
@@ -24,7 +25,15 @@ def test_two_rank_validation_equals_one_rank(recipe):
 
 
 def test_two_rank_fit_completes_with_the_upstream_unused_parameters(recipe, tmp_path):
-    result, summary = rsam_cli("fit", "--config", str(recipe), "--no-wandb", "trainer.devices=2",
-                               "trainer.strategy=ddp", f"trainer.default_root_dir={tmp_path}", timeout=300)
+    result, summary = rsam_cli(
+        "fit",
+        "--config",
+        str(recipe),
+        "--no-wandb",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        f"trainer.default_root_dir={tmp_path}",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary["step"] == 4 and (tmp_path / "checkpoints" / "last.ckpt").is_file()

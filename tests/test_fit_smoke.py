@@ -77,19 +77,36 @@ def test_export_loads_in_the_predictor_with_identical_logits(fitted, tmp_path):
 def test_predict_writes_overlays_and_masks(fitted, tmp_path):
     recipe, _, _ = fitted
     out = tmp_path / "pred"
-    result, summary = rsam_cli("predict", "--config", str(recipe), "--ckpt_path", "last", "--no-wandb",
-                               "predict.max_samples=3", f"predict.out_dir={out}")
+    result, summary = rsam_cli(
+        "predict",
+        "--config",
+        str(recipe),
+        "--ckpt_path",
+        "last",
+        "--no-wandb",
+        "predict.max_samples=3",
+        f"predict.out_dir={out}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary["written"] == 3 and summary["split"] == "val"
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:04d}_{kind}.png" for i in range(3)
-                                                      for kind in ("mask", "overlay")]
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{i:04d}_{kind}.png" for i in range(3) for kind in ("mask", "overlay")
+    ]
 
 
 def test_resume_from_last_continues_the_step_count(fitted, tmp_path):
     recipe, run, _ = fitted
     last = run / "checkpoints" / "last.ckpt"
-    result, summary = rsam_cli("fit", "--config", str(recipe), "--ckpt_path", str(last), "--no-wandb",
-                               "trainer.max_steps=6", f"trainer.default_root_dir={tmp_path / 'run'}")
+    result, summary = rsam_cli(
+        "fit",
+        "--config",
+        str(recipe),
+        "--ckpt_path",
+        str(last),
+        "--no-wandb",
+        "trainer.max_steps=6",
+        f"trainer.default_root_dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary["step"] == 6  # 4 restored + 2 new optimisation steps
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6

@@ -9,13 +9,19 @@ from rsam.lit.build import build_module
 from rsam.lit.module import EvalMetrics, poly_factor
 from rsam.recipes import load_recipe
 
-TINY = ["model.image_size=[64,64]", "model.swin.embed_dim=8", "model.swin.depths=[1,1,1,1]",
-        "model.swin.num_heads=[1,1,2,2]", "model.swin.window_size=4", "data.dirs=[unused]"]
+TINY = [
+    "model.image_size=[64,64]",
+    "model.swin.embed_dim=8",
+    "model.swin.depths=[1,1,1,1]",
+    "model.swin.num_heads=[1,1,2,2]",
+    "model.swin.window_size=4",
+    "data.dirs=[unused]",
+]
 
 
 def test_poly_factor_is_the_official_per_step_decay():
     assert poly_factor(0, 100, 0.9) == 1.0
-    assert poly_factor(50, 100, 0.9) == pytest.approx(0.5 ** 0.9)
+    assert poly_factor(50, 100, 0.9) == pytest.approx(0.5**0.9)
     assert poly_factor(100, 100, 0.9) == 0.0
     assert poly_factor(130, 100, 0.9) == 0.0  # past the end (e.g. max_time resumed): never negative
 
@@ -57,8 +63,9 @@ def test_init_weights_loads_a_whole_exported_model(tmp_path):
     source = build_module(load_recipe("demo", TINY + ["init.text_encoder=null"], check_files=False))
     save_pretrained(source.model, tmp_path / "model")
     torch.manual_seed(2)
-    recipe = load_recipe("demo", TINY + ["init.text_encoder=null", f"init.weights={tmp_path / 'model'}"],
-                         check_files=False)
+    recipe = load_recipe(
+        "demo", TINY + ["init.text_encoder=null", f"init.weights={tmp_path / 'model'}"], check_files=False
+    )
     target = build_module(recipe)
     for (name, a), b in zip(source.model.state_dict().items(), target.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -67,7 +74,10 @@ def test_init_weights_loads_a_whole_exported_model(tmp_path):
 def test_init_weights_with_another_architecture_is_refused(tmp_path):
     source = build_module(load_recipe("demo", TINY + ["init.text_encoder=null"], check_files=False))
     save_pretrained(source.model, tmp_path / "model")
-    recipe = load_recipe("demo", TINY + ["init.text_encoder=null", "model.swin.embed_dim=16",
-                                         f"init.weights={tmp_path / 'model'}"], check_files=False)
+    recipe = load_recipe(
+        "demo",
+        TINY + ["init.text_encoder=null", "model.swin.embed_dim=16", f"init.weights={tmp_path / 'model'}"],
+        check_files=False,
+    )
     with pytest.raises(ValueError, match="architecture differs"):
         build_module(recipe)

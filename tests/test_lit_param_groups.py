@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from rsam.lit.param_groups import (
-    FROZEN, GROUP_BACKBONE_DECAY, GROUP_BACKBONE_NO_DECAY, GROUP_CLASSIFIER, GROUP_TEXT, official_param_groups,
+    FROZEN,
+    GROUP_BACKBONE_DECAY,
+    GROUP_BACKBONE_NO_DECAY,
+    GROUP_CLASSIFIER,
+    GROUP_TEXT,
+    official_param_groups,
     parameter_group,
 )
 from rsam.models import RemoteSAMConfig, SwinConfig, TextConfig, build_model
@@ -23,7 +28,7 @@ def official_rule(names):
     groups = {"no_decay": [], "decay": [], "classifier": [], "bert": []}
     for name in names:
         if name.startswith("backbone."):
-            inner = name[len("backbone."):]  # single_model.backbone.named_parameters()
+            inner = name[len("backbone.") :]  # single_model.backbone.named_parameters()
             if "norm" in inner or "absolute_pos_embed" in inner or "relative_position_bias_table" in inner:
                 groups["no_decay"].append(name)
             else:
@@ -38,8 +43,10 @@ def official_rule(names):
 def test_groups_match_the_official_rule_on_the_official_keys(official_params):
     names = list(official_params)
     expected = official_rule(names)
-    ours = {g: [n for n in names if parameter_group(n) == g] for g in
-            (GROUP_BACKBONE_NO_DECAY, GROUP_BACKBONE_DECAY, GROUP_CLASSIFIER, GROUP_TEXT, FROZEN)}
+    ours = {
+        g: [n for n in names if parameter_group(n) == g]
+        for g in (GROUP_BACKBONE_NO_DECAY, GROUP_BACKBONE_DECAY, GROUP_CLASSIFIER, GROUP_TEXT, FROZEN)
+    }
     assert ours[GROUP_BACKBONE_NO_DECAY] == expected["no_decay"]
     assert ours[GROUP_BACKBONE_DECAY] == expected["decay"]
     assert ours[GROUP_CLASSIFIER] == expected["classifier"]
@@ -56,17 +63,20 @@ def test_frozen_parameters_are_the_text_embeddings_and_layers_10_11(official_par
     assert sum(v for n, v in official_params.items() if parameter_group(n) != FROZEN) == 203_577_493
 
 
-@pytest.mark.parametrize("name, group", [
-    ("backbone.norm0.weight", GROUP_BACKBONE_NO_DECAY),
-    ("backbone.layers.2.blocks.17.attn.relative_position_bias_table", GROUP_BACKBONE_NO_DECAY),
-    ("backbone.layers.0.downsample.norm.bias", GROUP_BACKBONE_NO_DECAY),
-    ("backbone.layers.0.blocks.0.attn.qkv.weight", GROUP_BACKBONE_DECAY),
-    ("backbone.cim.bn.weight", GROUP_BACKBONE_DECAY),  # 'bn' is not 'norm': the official rule decays it
-    ("classifier.conv2_1.rounting_func.norm.norm.weight", GROUP_CLASSIFIER),  # classifier norms are decayed
-    ("text_encoder.encoder.layer.9.output.LayerNorm.weight", GROUP_TEXT),
-    ("text_encoder.encoder.layer.10.output.dense.weight", FROZEN),
-    ("text_encoder.embeddings.word_embeddings.weight", FROZEN),
-])
+@pytest.mark.parametrize(
+    "name, group",
+    [
+        ("backbone.norm0.weight", GROUP_BACKBONE_NO_DECAY),
+        ("backbone.layers.2.blocks.17.attn.relative_position_bias_table", GROUP_BACKBONE_NO_DECAY),
+        ("backbone.layers.0.downsample.norm.bias", GROUP_BACKBONE_NO_DECAY),
+        ("backbone.layers.0.blocks.0.attn.qkv.weight", GROUP_BACKBONE_DECAY),
+        ("backbone.cim.bn.weight", GROUP_BACKBONE_DECAY),  # 'bn' is not 'norm': the official rule decays it
+        ("classifier.conv2_1.rounting_func.norm.norm.weight", GROUP_CLASSIFIER),  # classifier norms are decayed
+        ("text_encoder.encoder.layer.9.output.LayerNorm.weight", GROUP_TEXT),
+        ("text_encoder.encoder.layer.10.output.dense.weight", FROZEN),
+        ("text_encoder.embeddings.word_embeddings.weight", FROZEN),
+    ],
+)
 def test_examples(name, group):
     assert parameter_group(name) == group
 
@@ -77,10 +87,13 @@ def test_unknown_parameter_is_rejected():
 
 
 def tiny_model():
-    cfg = RemoteSAMConfig(image_size=(64, 64), swin=SwinConfig(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
-                                                               window_size=4, drop_path_rate=0.0),
-                          text=TextConfig(vocab_size=100, hidden_size=16, num_layers=3, num_heads=2,
-                                          intermediate_size=32, max_position_embeddings=32))
+    cfg = RemoteSAMConfig(
+        image_size=(64, 64),
+        swin=SwinConfig(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4, drop_path_rate=0.0),
+        text=TextConfig(
+            vocab_size=100, hidden_size=16, num_layers=3, num_heads=2, intermediate_size=32, max_position_embeddings=32
+        ),
+    )
     return build_model(cfg)
 
 
@@ -94,8 +107,9 @@ def test_optimizer_steps_exactly_the_grouped_parameters_with_their_decay():
     grouped = {id(p) for g in optimizer.param_groups for p in g["params"]}
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert grouped == trainable  # nothing optimised twice, nothing trainable left out
-    assert groups.frozen and all(n.startswith(("text_encoder.embeddings", "text_encoder.encoder.layer.2."))
-                                 for n in groups.frozen)
+    assert groups.frozen and all(
+        n.startswith(("text_encoder.embeddings", "text_encoder.encoder.layer.2.")) for n in groups.frozen
+    )
 
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     images = torch.randn(2, 3, 64, 64)
@@ -104,9 +118,15 @@ def test_optimizer_steps_exactly_the_grouped_parameters_with_their_decay():
     logits.square().mean().backward()
     optimizer.step()
     after = dict(model.named_parameters())
-    assert torch.equal(before["text_encoder.embeddings.word_embeddings.weight"],
-                       after["text_encoder.embeddings.word_embeddings.weight"])
-    assert torch.equal(before["text_encoder.encoder.layer.2.output.dense.weight"],
-                       after["text_encoder.encoder.layer.2.output.dense.weight"])
-    assert not torch.equal(before["text_encoder.encoder.layer.0.output.dense.weight"],
-                           after["text_encoder.encoder.layer.0.output.dense.weight"])
+    assert torch.equal(
+        before["text_encoder.embeddings.word_embeddings.weight"],
+        after["text_encoder.embeddings.word_embeddings.weight"],
+    )
+    assert torch.equal(
+        before["text_encoder.encoder.layer.2.output.dense.weight"],
+        after["text_encoder.encoder.layer.2.output.dense.weight"],
+    )
+    assert not torch.equal(
+        before["text_encoder.encoder.layer.0.output.dense.weight"],
+        after["text_encoder.encoder.layer.0.output.dense.weight"],
+    )

@@ -78,8 +78,11 @@ def test_python_tokenizer_matches_java_ptb():
 
 @needs_java
 def test_meteor_plumbing():
-    result = caption_scores({1: ["a plane is parked on the runway"], 2: ["many green trees"]},
-                            {1: "a plane is parked on the runway", 2: "two red cars"}, meteor=True)
+    result = caption_scores(
+        {1: ["a plane is parked on the runway"], 2: ["many green trees"]},
+        {1: "a plane is parked on the runway", 2: "two red cars"},
+        meteor=True,
+    )
     # pycocoevalcap's Meteor called directly on these two pairs gives per-image [1.0, 0.0] and the corpus score
     # 0.5990783410138248 (measured; METEOR aggregates statistics, it does not average the sentence scores)
     assert result["METEOR"] == pytest.approx(0.5990783410138248) and result["tokenizer"] == "ptb-java"

@@ -23,13 +23,21 @@ def _coco_reference_ap50(images, class_id):
         gt["images"].append({"id": image_id, "width": 100, "height": 100})
         for box, label in zip(target["boxes"], target["labels"]):
             x1, y1, x2, y2 = box
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image_id, "category_id": label,
-                                      "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                                      "iscrowd": 0})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": label,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
         for box, label, score in zip(pred["boxes"], pred["labels"], pred["scores"]):
             x1, y1, x2, y2 = box
-            dets.append({"image_id": image_id, "category_id": label, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                         "score": score})
+            dets.append(
+                {"image_id": image_id, "category_id": label, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = gt
@@ -52,11 +60,16 @@ def _random_images(seed):
         jitter = rng.integers(-6, 7, (n_det, 4))
         det_boxes = np.clip(gt_boxes[rng.integers(0, n_gt, n_det)] + jitter, 0, 100)
         det_boxes[:, 2:] = np.maximum(det_boxes[:, 2:], det_boxes[:, :2] + 2)
-        images.append((
-            {"boxes": det_boxes.tolist(), "labels": rng.integers(0, 2, n_det).tolist(),
-             "scores": rng.random(n_det).round(3).tolist()},
-            {"boxes": gt_boxes.tolist(), "labels": rng.integers(0, 2, n_gt).tolist()},
-        ))
+        images.append(
+            (
+                {
+                    "boxes": det_boxes.tolist(),
+                    "labels": rng.integers(0, 2, n_det).tolist(),
+                    "scores": rng.random(n_det).round(3).tolist(),
+                },
+                {"boxes": gt_boxes.tolist(), "labels": rng.integers(0, 2, n_gt).tolist()},
+            )
+        )
     return images
 
 
@@ -65,10 +78,16 @@ def test_coco_ap50_per_class_equals_cocoeval_per_class(seed):
     images = _random_images(seed)
     metric = CocoDetectionMetric(["a", "b", "c"])
     for pred, target in images:
-        metric.update([{"boxes": torch.tensor(pred["boxes"], dtype=torch.float32).reshape(-1, 4),
-                        "scores": torch.tensor(pred["scores"]), "labels": torch.tensor(pred["labels"])}],
-                      [{"boxes": torch.tensor(target["boxes"], dtype=torch.float32),
-                        "labels": torch.tensor(target["labels"])}])
+        metric.update(
+            [
+                {
+                    "boxes": torch.tensor(pred["boxes"], dtype=torch.float32).reshape(-1, 4),
+                    "scores": torch.tensor(pred["scores"]),
+                    "labels": torch.tensor(pred["labels"]),
+                }
+            ],
+            [{"boxes": torch.tensor(target["boxes"], dtype=torch.float32), "labels": torch.tensor(target["labels"])}],
+        )
     result = metric.compute()
     for class_id, name in enumerate(["a", "b"]):
         reference = _coco_reference_ap50(images, class_id)
@@ -84,9 +103,16 @@ def test_coco_ap50_per_class_equals_cocoeval_per_class(seed):
 def test_coco_ap50_hand_computed():
     # one class, 2 GT; detections by score: TP, FP, TP -> precision envelope 1 up to recall .5, 2/3 up to 1
     metric = CocoDetectionMetric(["a"])
-    metric.update([{"boxes": torch.tensor([[0., 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30]]),
-                    "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([0, 0, 0])}],
-                  [{"boxes": torch.tensor([[0., 0, 10, 10], [20, 20, 30, 30]]), "labels": torch.tensor([0, 0])}])
+    metric.update(
+        [
+            {
+                "boxes": torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30]]),
+                "scores": torch.tensor([0.9, 0.8, 0.7]),
+                "labels": torch.tensor([0, 0, 0]),
+            }
+        ],
+        [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), "labels": torch.tensor([0, 0])}],
+    )
     # 101 recall points: r = 0 .. 0.5 (51 points) at precision 1, r = 0.51 .. 1.0 (50 points) at 2/3
     expected = (51 * 1.0 + 50 * 2 / 3) / 101
     assert metric.compute()["AP50"] == pytest.approx(expected)
@@ -95,8 +121,10 @@ def test_coco_ap50_hand_computed():
 def test_coco_metric_rejects_unknown_class_and_empty():
     metric = CocoDetectionMetric(["a"])
     with pytest.raises(ValueError, match="class indices"):
-        metric.update([{"boxes": torch.zeros(1, 4), "scores": torch.ones(1), "labels": torch.tensor([1])}],
-                      [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}])
+        metric.update(
+            [{"boxes": torch.zeros(1, 4), "scores": torch.ones(1), "labels": torch.tensor([1])}],
+            [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}],
+        )
     with pytest.raises(ValueError, match="no valid samples"):
         metric.compute()
 
@@ -119,8 +147,10 @@ def test_polygon_iou_hand_worked():
 def test_polygon_iou_equals_cv2_on_random_rotated_rectangles():
     rng = np.random.default_rng(0)
     for _ in range(100):
-        rects = [((rng.uniform(20, 40), rng.uniform(20, 40)), (rng.uniform(5, 30), rng.uniform(5, 30)),
-                  rng.uniform(0, 180)) for _ in range(2)]
+        rects = [
+            ((rng.uniform(20, 40), rng.uniform(20, 40)), (rng.uniform(5, 30), rng.uniform(5, 30)), rng.uniform(0, 180))
+            for _ in range(2)
+        ]
         p, q = (cv2.boxPoints(r).astype(np.float32) for r in rects)
         inter, _ = cv2.intersectConvexConvex(p, q)
         expected = inter / (cv2.contourArea(p) + cv2.contourArea(q) - inter)
@@ -138,8 +168,10 @@ def test_voc_ap_11_point_and_all_point_hand_computed():
 def test_class_ap_difficult_duplicates_and_missing_images():
     square = np.array([0, 0, 10, 0, 10, 10, 0, 10], float)
     far = square + 100
-    truth = {"img1": ClassGroundTruth(np.stack([square, far]), np.array([False, True])),
-             "img2": ClassGroundTruth(np.zeros((0, 8)), np.zeros(0, bool))}
+    truth = {
+        "img1": ClassGroundTruth(np.stack([square, far]), np.array([False, True])),
+        "img2": ClassGroundTruth(np.zeros((0, 8)), np.zeros(0, bool)),
+    }
     dets = [("img1", 0.9, square), ("img1", 0.8, square + 1), ("img1", 0.7, far), ("img2", 0.6, square)]
     # ranks: TP, FP (duplicate of a matched box: IoU 81/119 > .5), ignored (difficult), FP
     # -> tp = [1,1,1,1], fp = [0,1,1,2] (difficult one counts as neither), npos = 1
@@ -156,10 +188,14 @@ def test_class_ap_difficult_duplicates_and_missing_images():
 def test_voc_metric_hbb_uses_inclusive_iou():
     # boxes [0,0,9,9] vs [0,0,9,19]: devkit IoU 100/200 = 0.5 -> not > 0.5 -> FP
     metric = VocDetectionMetric(["a"], box_kind="hbb")
-    metric.update([{"boxes": np.array([[0, 0, 9, 9]]), "scores": [0.9], "labels": [0]}],
-                  [{"boxes": np.array([[0, 0, 9, 19]]), "labels": [0]}])
+    metric.update(
+        [{"boxes": np.array([[0, 0, 9, 9]]), "scores": [0.9], "labels": [0]}],
+        [{"boxes": np.array([[0, 0, 9, 19]]), "labels": [0]}],
+    )
     assert metric.compute()["AP50"] == 0.0
     metric = VocDetectionMetric(["a"], box_kind="hbb")
-    metric.update([{"boxes": np.array([[0, 0, 9, 10]]), "scores": [0.9], "labels": [0]}],
-                  [{"boxes": np.array([[0, 0, 9, 19]]), "labels": [0]}])
+    metric.update(
+        [{"boxes": np.array([[0, 0, 9, 10]]), "scores": [0.9], "labels": [0]}],
+        [{"boxes": np.array([[0, 0, 9, 19]]), "labels": [0]}],
+    )
     assert metric.compute()["AP50"] == pytest.approx(1.0)

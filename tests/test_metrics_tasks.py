@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from rsam.metrics import (
-    CountingAccuracy, GroundingMetric, MultiLabelAccuracy, ReferringSegMetric, SceneAccuracy, VocDetectionMetric,
+    CountingAccuracy,
+    GroundingMetric,
+    MultiLabelAccuracy,
+    ReferringSegMetric,
+    SceneAccuracy,
+    VocDetectionMetric,
     box_iou,
 )
 
@@ -18,8 +23,11 @@ def test_box_iou_official_formula():
 
 def test_grounding_metric_missing_prediction_scores_zero():
     metric = GroundingMetric()
-    metric.update([[0, 0, 10, 10], None, [0, 0, 10, 10], [0, 0, 10, 10]],
-                  [[0, 0, 10, 10], [0, 0, 5, 5], [0, 0, 10, 16], [50, 50, 60, 60]], valid=[1, 1, 1, 0])
+    metric.update(
+        [[0, 0, 10, 10], None, [0, 0, 10, 10], [0, 0, 10, 10]],
+        [[0, 0, 10, 10], [0, 0, 5, 5], [0, 0, 10, 16], [50, 50, 60, 60]],
+        valid=[1, 1, 1, 0],
+    )
     result = metric.compute()
     # IoUs: 1, 0 (no prediction; the official loop would reuse the previous IoU), 100/160 = .625; 4th invalid
     assert result["mIoU"] == pytest.approx((1 + 0 + 0.625) / 3)

@@ -23,8 +23,12 @@ def test_official_state_dict_keys_shapes_dtypes_and_order(reference_dir):
 
 
 def test_relative_position_index_matches_official_values():
-    model = build_model(RemoteSAMConfig(swin=SwinConfig(depths=(1, 1, 1, 1), window_size=3),
-                                        text=TextConfig(num_layers=1, vocab_size=50, max_position_embeddings=20)))
+    model = build_model(
+        RemoteSAMConfig(
+            swin=SwinConfig(depths=(1, 1, 1, 1), window_size=3),
+            text=TextConfig(num_layers=1, vocab_size=50, max_position_embeddings=20),
+        )
+    )
     index = model.backbone.layers[0].blocks[0].attn.relative_position_index
     # hand-computed for a 3x3 window: (dy + 2) * 5 + (dx + 2) between token i and token j
     coords = [(r, c) for r in range(3) for c in range(3)]
@@ -34,8 +38,12 @@ def test_relative_position_index_matches_official_values():
 
 @pytest.mark.parametrize(
     "image_size, grid, tokens",
-    [((896, 896), (28, 28), 1080), ((893, 895), (28, 28), 1080), ((448, 448), (14, 14), 196 + 49 + 25),
-     ((512, 640), (16, 20), 320 + 8 * 10 + 6 * 7)],
+    [
+        ((896, 896), (28, 28), 1080),
+        ((893, 895), (28, 28), 1080),
+        ((448, 448), (14, 14), 196 + 49 + 25),
+        ((512, 640), (16, 20), 320 + 8 * 10 + 6 * 7),
+    ],
 )
 def test_cim_grid_rule(image_size, grid, tokens):
     cfg = RemoteSAMConfig(image_size=image_size)
@@ -47,8 +55,9 @@ def small_config(**kw) -> RemoteSAMConfig:
     defaults = dict(
         image_size=(64, 96),
         swin=SwinConfig(embed_dim=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8), window_size=5, mlp_ratio=1.5),
-        text=TextConfig(vocab_size=120, hidden_size=48, num_layers=1, num_heads=4, intermediate_size=64,
-                        max_position_embeddings=24),
+        text=TextConfig(
+            vocab_size=120, hidden_size=48, num_layers=1, num_heads=4, intermediate_size=64, max_position_embeddings=24
+        ),
         pwam_heads=(2, 1, 4, 2),
     )
     defaults.update(kw)

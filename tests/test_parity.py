@@ -46,9 +46,16 @@ def test_case_matches_official(model, golden, case):
     for name, value in result.max_abs.items():
         assert value <= LOGIT_TOLERANCE, f"{case} {name}: {value}"
     # every stored intermediate is compared, so a mismatch is located
-    expected = {k[len(case) + 1:] for k in golden if k.startswith(case + "_")} - {
-        "image_u8", "input_ids", "attention_mask", "logits", "logits_sub4", "decoder_logits_fp64",
-        "post_mask_300x500", "post_prob_300x500"}
+    expected = {k[len(case) + 1 :] for k in golden if k.startswith(case + "_")} - {
+        "image_u8",
+        "input_ids",
+        "attention_mask",
+        "logits",
+        "logits_sub4",
+        "decoder_logits_fp64",
+        "post_mask_300x500",
+        "post_prob_300x500",
+    }
     assert set(result.intermediates) == expected
     assert {n for n, v in result.intermediates.items() if v > _tolerance(n)} == set()
     assert result.intermediates["text_last_hidden"] <= 2e-5
@@ -68,15 +75,25 @@ def _subset(golden, case, path, perturb=0.0):
 
 
 def test_parity_command_exit_codes(reference_dir, golden, tmp_path):
-    cmd = [sys.executable, "-m", "rsam.cli.main", "parity", "--config", str(reference_dir / "tiny_config.json"),
-           "--weights", str(reference_dir / "tiny_weights.safetensors")]
-    good = subprocess.run(cmd + ["--golden", str(_subset(golden, "case2", tmp_path / "g.npz"))],
-                          capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "rsam.cli.main",
+        "parity",
+        "--config",
+        str(reference_dir / "tiny_config.json"),
+        "--weights",
+        str(reference_dir / "tiny_weights.safetensors"),
+    ]
+    good = subprocess.run(
+        cmd + ["--golden", str(_subset(golden, "case2", tmp_path / "g.npz"))], capture_output=True, text=True
+    )
     assert good.returncode == 0, good.stderr
     line = __import__("json").loads(good.stdout.strip().splitlines()[-1])
     assert line["case"] == "case2" and line["pass"] and line["max_abs_logits_sub4"] <= 1e-4
-    bad = subprocess.run(cmd + ["--golden", str(_subset(golden, "case2", tmp_path / "b.npz", 1e-3))],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        cmd + ["--golden", str(_subset(golden, "case2", tmp_path / "b.npz", 1e-3))], capture_output=True, text=True
+    )
     assert bad.returncode == 1
     assert __import__("json").loads(bad.stdout.strip())["pass"] is False
 
@@ -96,7 +113,9 @@ def _extra_golden_sets():
     for folder in filter(None, os.environ.get("RSAM_EXTRA_GOLDEN", "").split(":")):
         for config in sorted(Path(folder).glob("*_config.json")):
             stem = config.name[: -len("_config.json")]
-            sets.append((config, config.with_name(f"{stem}_weights.safetensors"), config.with_name(f"{stem}_golden.npz")))
+            sets.append(
+                (config, config.with_name(f"{stem}_weights.safetensors"), config.with_name(f"{stem}_golden.npz"))
+            )
     return sets
 
 

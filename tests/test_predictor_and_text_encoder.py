@@ -22,7 +22,9 @@ def small_model():
     cfg = RemoteSAMConfig(
         image_size=(64, 64),
         swin=SwinConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), window_size=4, mlp_ratio=2.0),
-        text=minilm_text_config(), pwam_heads=(1, 2, 1, 2))
+        text=minilm_text_config(),
+        pwam_heads=(1, 2, 1, 2),
+    )
     model = build_model(cfg)
     load_text_encoder(model.text_encoder, minilm_model_dir())
     with torch.no_grad():  # make the decoder's output depend visibly on the text
@@ -38,8 +40,9 @@ def test_minilm_equals_transformers_bert(tokenizer):
     assert cfg == minilm_text_config()
     ours = BertTextEncoder(cfg)
     load_text_encoder(ours, folder)
-    reference = transformers.BertModel.from_pretrained(str(folder), local_files_only=True,
-                                                       attn_implementation="eager").eval()
+    reference = transformers.BertModel.from_pretrained(
+        str(folder), local_files_only=True, attn_implementation="eager"
+    ).eval()
     ids, mask = tokenizer(["the white car next to the building", "storage tank in the image"])
     with torch.no_grad():
         a = ours.eval()(ids, mask)
@@ -64,10 +67,13 @@ def test_batched_prompts_equal_one_by_one(small_model, tokenizer):
 
 
 def test_vocab_mismatch_is_an_error(tokenizer):
-    cfg = RemoteSAMConfig(image_size=(64, 64), swin=SwinConfig(embed_dim=16, depths=(1, 1, 1, 1),
-                                                                num_heads=(1, 1, 1, 1), window_size=4),
-                          text=TextConfig(vocab_size=500, hidden_size=32, num_layers=1, num_heads=2,
-                                          intermediate_size=32, max_position_embeddings=24))
+    cfg = RemoteSAMConfig(
+        image_size=(64, 64),
+        swin=SwinConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=4),
+        text=TextConfig(
+            vocab_size=500, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=32, max_position_embeddings=24
+        ),
+    )
     with pytest.raises(ValueError, match="vocab"):
         Predictor(build_model(cfg), tokenizer)
     with pytest.raises(ValueError, match="no expressions"):

@@ -5,7 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from rsam.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize, preprocess_image, resize_image, resize_mask, to_rgb_uint8
+from rsam.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    normalize,
+    preprocess_image,
+    resize_image,
+    resize_mask,
+    to_rgb_uint8,
+)
 
 
 @pytest.mark.parametrize("case", ["up_300x400", "down_1000x1100"])
@@ -21,8 +29,11 @@ def test_resize_and_normalise_match_golden(reference_dir, case):
 def test_normalise_hand_computed():
     pixel = np.array([[[255, 0, 128]]], dtype=np.uint8)
     out = normalize(pixel)
-    expected = [(1.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], (0.0 - IMAGENET_MEAN[1]) / IMAGENET_STD[1],
-                (128 / 255 - IMAGENET_MEAN[2]) / IMAGENET_STD[2]]
+    expected = [
+        (1.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0],
+        (0.0 - IMAGENET_MEAN[1]) / IMAGENET_STD[1],
+        (128 / 255 - IMAGENET_MEAN[2]) / IMAGENET_STD[2],
+    ]
     assert out.shape == (3, 1, 1) and out.dtype == torch.float32 and out.is_contiguous()
     np.testing.assert_allclose(out.flatten().numpy(), expected, rtol=1e-6)
 

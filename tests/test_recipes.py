@@ -43,32 +43,38 @@ def test_dotted_overrides_apply_and_keep_types():
     assert recipe.trainer.max_steps == 7 and recipe.optim.lr == 0.01 and list(recipe.data.dirs) == ["a", "b"]
 
 
-@pytest.mark.parametrize("overrides, key, words", [
-    (["optim.lrr=0.1"], "optim.lrr", "Did you mean: 'lr'"),          # misspelt: named, with the closest key suggested
-    (["trainer.max_step=3"], "trainer.max_step", "Did you mean one of: 'max_steps'"),
-    (["modle.image_size=[64,64]"], "modle", "Did you mean: 'model'"),
-    (["optim.lr=fast"], "optim.lr", "Float"),                # wrong type
-    (["trainer.max_steps=1.5"], "trainer.max_steps", "Integer"),
-    (["data.cache_decoded=maybe"], "data.cache_decoded", "bool"),
-])
+@pytest.mark.parametrize(
+    "overrides, key, words",
+    [
+        (["optim.lrr=0.1"], "optim.lrr", "Did you mean: 'lr'"),  # misspelt: named, with the closest key suggested
+        (["trainer.max_step=3"], "trainer.max_step", "Did you mean one of: 'max_steps'"),
+        (["modle.image_size=[64,64]"], "modle", "Did you mean: 'model'"),
+        (["optim.lr=fast"], "optim.lr", "Float"),  # wrong type
+        (["trainer.max_steps=1.5"], "trainer.max_steps", "Integer"),
+        (["data.cache_decoded=maybe"], "data.cache_decoded", "bool"),
+    ],
+)
 def test_bad_keys_and_types_name_the_key(overrides, key, words):
     with pytest.raises(RecipeError) as err:
         load_recipe("demo", overrides, check_files=False)
     assert f"'{key}'" in str(err.value) and words in str(err.value)
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["trainer.strategy=deepspeed_stage_2"], "trainer.strategy"),          # strategy: deepspeed + deepspeed.stage
-    (["trainer.precision=16-mixed"], "trainer.precision"),                 # fp16 does not run on CPU
-    (["optim.trained_text_layers=7"], "optim.trained_text_layers"),        # MiniLM has 6 layers
-    (["model.text.hidden_size=768"], "model.text.hidden_size"),            # does not match the MiniLM weights
-    (["init.weights=/tmp"], "init.text_encoder"),                          # two sources for the text encoder
-    (["data.num_workers=2"], "data.cache_decoded"),
-    (["trainer.max_steps=-1"], "trainer.max_steps"),                       # no length for the poly schedule
-    (["model.swin.num_heads=[3,2,4,8]"], "model"),                         # 32 channels / 3 heads
-    (["wandb.mode=cloud"], "wandb.mode"),
-    (["data.dirs=[/nonexistent/shards]"], "data.dirs[0]"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["trainer.strategy=deepspeed_stage_2"], "trainer.strategy"),  # strategy: deepspeed + deepspeed.stage
+        (["trainer.precision=16-mixed"], "trainer.precision"),  # fp16 does not run on CPU
+        (["optim.trained_text_layers=7"], "optim.trained_text_layers"),  # MiniLM has 6 layers
+        (["model.text.hidden_size=768"], "model.text.hidden_size"),  # does not match the MiniLM weights
+        (["init.weights=/tmp"], "init.text_encoder"),  # two sources for the text encoder
+        (["data.num_workers=2"], "data.cache_decoded"),
+        (["trainer.max_steps=-1"], "trainer.max_steps"),  # no length for the poly schedule
+        (["model.swin.num_heads=[3,2,4,8]"], "model"),  # 32 channels / 3 heads
+        (["wandb.mode=cloud"], "wandb.mode"),
+        (["data.dirs=[/nonexistent/shards]"], "data.dirs[0]"),
+    ],
+)
 def test_impossible_combinations_name_the_key(overrides, key):
     with pytest.raises(RecipeError, match=re.escape(f"'{key}'")):
         load_recipe("demo", overrides)
@@ -89,8 +95,20 @@ def test_bad_override_syntax():
 def test_cli_rejects_a_bad_recipe_before_any_work(tmp_path):
     started = time.time()
     result = subprocess.run(
-        [sys.executable, "-m", "rsam.cli.main", "fit", "--config", "demo", "optim.lrr=1",
-         f"trainer.default_root_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "rsam.cli.main",
+            "fit",
+            "--config",
+            "demo",
+            "optim.lrr=1",
+            f"trainer.default_root_dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "'optim.lrr'" in result.stderr and "Did you mean: 'lr'" in result.stderr
     assert not (tmp_path / "run").exists()  # nothing was created

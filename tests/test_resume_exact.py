@@ -28,9 +28,23 @@ STRATEGIES = {"ddp": ["trainer.strategy=ddp"], "zero3": ["trainer.strategy=deeps
 
 
 def _command(recipe: Path, run: Path, record: Path, pause_at: int, strategy: str, *extra: str) -> list[str]:
-    return [sys.executable, str(HELPERS / "fit_hooks.py"), str(record), str(pause_at), "fit", "--config", str(recipe),
-            "--no-wandb", "trainer.devices=2", f"trainer.max_steps={STEPS}", "trainer.deterministic=true",
-            "model.swin.drop_path_rate=0.2", f"trainer.default_root_dir={run}", *STRATEGIES[strategy], *extra]
+    return [
+        sys.executable,
+        str(HELPERS / "fit_hooks.py"),
+        str(record),
+        str(pause_at),
+        "fit",
+        "--config",
+        str(recipe),
+        "--no-wandb",
+        "trainer.devices=2",
+        f"trainer.max_steps={STEPS}",
+        "trainer.deterministic=true",
+        "model.swin.drop_path_rate=0.2",
+        f"trainer.default_root_dir={run}",
+        *STRATEGIES[strategy],
+        *extra,
+    ]
 
 
 def _run(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
@@ -41,8 +55,7 @@ def _run(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 
 def _stop_after(command: list[str], record: Path, timeout: int = 300) -> int:
     """Start the run, wait until every rank has finished step STOP_AT, send SIGTERM to rank 0; the exit code."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=subprocess_env())
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     try:
         deadline = time.time() + timeout
         while not all((record / f"paused-rank{rank}").is_file() for rank in (0, 1)):
@@ -71,8 +84,12 @@ def _load(path: Path, scratch: Path) -> dict:
         zero = torch.load(shard, map_location="cpu", weights_only=False)["optimizer_state_dict"]
         optimizer.append({"state": zero["optimizer_state_dict"], "fp32": zero["fp32_flat_groups"]})
     assert len(optimizer) == 2
-    return {"global_step": merged["global_step"], "state_dict": merged["state_dict"], "optimizer_states": optimizer,
-            "lr_schedulers": merged["lr_schedulers"]}
+    return {
+        "global_step": merged["global_step"],
+        "state_dict": merged["state_dict"],
+        "optimizer_states": optimizer,
+        "lr_schedulers": merged["lr_schedulers"],
+    }
 
 
 def _order(record: Path, rank: int) -> list[dict]:

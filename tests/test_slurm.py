@@ -20,7 +20,8 @@ SLURM_CONF = os.environ.get("RSAM_SLURM_CONF")
 pytestmark = pytest.mark.skipif(
     not SLURM_CONF or not Path(SLURM_CONF).is_file() or shutil.which("sbatch") is None,
     reason="no local Slurm cluster: start one with `scripts/slurm_local.sh start` (root, Debian slurm-wlm) and "
-           "export RSAM_SLURM_CONF=<its slurm.conf> (.ci/run does both)")
+    "export RSAM_SLURM_CONF=<its slurm.conf> (.ci/run does both)",
+)
 
 CPU_JOB = ["--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1", "--time=00:10:00"]
 
@@ -47,9 +48,14 @@ def _cancel_leftover_jobs():
 
 
 def _submit(log_dir: Path, *args: str, env: dict | None = None) -> str:
-    result = subprocess.run(["sbatch", "--parsable", *CPU_JOB, f"--output={log_dir}/%x-%j.out",
-                             "slurm/fit_1node.sbatch", *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=30, env={**_env(), **(env or {})})
+    result = subprocess.run(
+        ["sbatch", "--parsable", *CPU_JOB, f"--output={log_dir}/%x-%j.out", "slurm/fit_1node.sbatch", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**_env(), **(env or {})},
+    )
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip().split(";")[0]
     SUBMITTED.append(job)
@@ -112,11 +118,18 @@ def test_requeue_signal_mid_run_resumes_and_completes(tiny, tmp_path):
     logs.mkdir()
     record, steps, pause_at = tmp_path / "record", 8, 3
     wrapper = tmp_path / "rsam-paused"  # `rsam` that pauses after step 3 (first run only) so the signal lands mid-run
-    wrapper.write_text(f"#!/bin/sh\nexec {REPO}/.venv/bin/python {HELPERS}/fit_hooks.py {record} {pause_at} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {REPO}/.venv/bin/python {HELPERS}/fit_hooks.py {record} {pause_at} "$@"\n')
     wrapper.chmod(0o755)
     started = time.time()
-    job = _submit(logs, str(recipe), "--no-wandb", "trainer.strategy=ddp", f"trainer.max_steps={steps}",
-                  f"trainer.default_root_dir={run}", env={"RSAM": str(wrapper)})
+    job = _submit(
+        logs,
+        str(recipe),
+        "--no-wandb",
+        "trainer.strategy=ddp",
+        f"trainer.max_steps={steps}",
+        f"trainer.default_root_dir={run}",
+        env={"RSAM": str(wrapper)},
+    )
     log = logs / f"rsam-fit-{job}.out"
 
     deadline = time.time() + 240
@@ -136,8 +149,9 @@ def test_requeue_signal_mid_run_resumes_and_completes(tiny, tmp_path):
     requeued = time.time()
     while (state := _state(job)) not in ("RUNNING", "") and time.time() < requeued + 200:
         if state == "PENDING":  # reason BeginTime: Slurm's hold of a requeued job (about 2 min without this)
-            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=_env(), timeout=30,
-                           capture_output=True)
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job}", "StartTime=now"], env=_env(), timeout=30, capture_output=True
+            )
         time.sleep(0.5)
     restarted = time.time()
     _wait_gone(job, 300, log)
@@ -156,6 +170,8 @@ def test_requeue_signal_mid_run_resumes_and_completes(tiny, tmp_path):
     # steps 0-2 before the signal, then the restarted job trained only the remaining steps 3-7, each once
     trained = [json.loads(line)["step"] for line in (record / "order-rank0.jsonl").read_text().splitlines()]
     assert trained == list(range(steps))
-    print(f"\n[slurm] requeue: signal {signalled - started:.1f} s after sbatch, requeued {requeued - signalled:.1f} s "
-          f"later, running again after {restarted - requeued:.1f} s, completed {finished - restarted:.1f} s later; "
-          f"total {finished - started:.1f} s")
+    print(
+        f"\n[slurm] requeue: signal {signalled - started:.1f} s after sbatch, requeued {requeued - signalled:.1f} s "
+        f"later, running again after {restarted - requeued:.1f} s, completed {finished - restarted:.1f} s later; "
+        f"total {finished - started:.1f} s"
+    )

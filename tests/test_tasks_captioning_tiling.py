@@ -36,7 +36,8 @@ def test_caption_text_plurals_and_regions():
 def test_caption_centre_on_region_line_goes_to_lower_right_and_3x3():
     # centre (50, 50) of a 100x100 image: row 50 // 50 = 1, col 1 -> lower right
     assert rule_based_caption({"ship": [[40, 40, 60, 60]]}, (100, 100), FirstChoice()).endswith(
-        "The lower right region contains ship.")
+        "The lower right region contains ship."
+    )
     caption = rule_based_caption({"ship": [[40, 40, 60, 60]]}, (90, 90), FirstChoice(), regions=9)
     assert caption == "It contains ship. The center region contains ship."
     assert rule_based_caption({}, (10, 10), FirstChoice()) == "It contains . "  # official: nothing detected
@@ -47,13 +48,22 @@ def test_caption_centre_on_region_line_goes_to_lower_right_and_3x3():
 def test_caption_templates_drawn_in_official_order_and_seeded():
     boxes = {"ship": [[1, 1, 5, 5], [60, 60, 70, 70]]}
     rng = random.Random(7)
-    first, second, third = rng.choice(EXISTENCE_TEMPLATES), rng.choice(DISTRIBUTION_TEMPLATES), \
-        rng.choice(DISTRIBUTION_TEMPLATES)
-    expected = " ".join([first.format("2 ships"), second.format(("ship", "upper left", "is")),
-                         third.format(("ship", "lower right", "is"))])
+    first, second, third = (
+        rng.choice(EXISTENCE_TEMPLATES),
+        rng.choice(DISTRIBUTION_TEMPLATES),
+        rng.choice(DISTRIBUTION_TEMPLATES),
+    )
+    expected = " ".join(
+        [
+            first.format("2 ships"),
+            second.format(("ship", "upper left", "is")),
+            third.format(("ship", "lower right", "is")),
+        ]
+    )
     assert rule_based_caption(boxes, (100, 100), random.Random(7)) == expected
-    assert rule_based_caption(boxes, (100, 100), caption_rng(3, "img_1")) == \
-        rule_based_caption(boxes, (100, 100), caption_rng(3, "img_1"))
+    assert rule_based_caption(boxes, (100, 100), caption_rng(3, "img_1")) == rule_based_caption(
+        boxes, (100, 100), caption_rng(3, "img_1")
+    )
 
 
 def test_patch_origins_follow_the_devkit_split():
@@ -87,8 +97,12 @@ def test_devkit_poly_nms_uses_polygon_iou():
     shifted = [8, 0, 18, 0, 18, 10, 8, 10]  # IoU 20 / 180 -> kept
     kept = devkit_poly_nms(np.array([square, diamond, shifted], float), np.array([0.9, 0.8, 0.7]))
     np.testing.assert_array_equal(kept, [0, 2])
-    merged = merge_patch_boxes([(0, 0, Boxes(np.array([square], float), np.array([0.9]), "obb")),
-                                (0, 0, Boxes(np.array([diamond], float), np.array([0.95]), "obb"))])
+    merged = merge_patch_boxes(
+        [
+            (0, 0, Boxes(np.array([square], float), np.array([0.9]), "obb")),
+            (0, 0, Boxes(np.array([diamond], float), np.array([0.95]), "obb")),
+        ]
+    )
     np.testing.assert_array_equal(merged.coords, [diamond])
 
 
@@ -112,7 +126,7 @@ def test_tiled_detection_equals_whole_image_detection_for_separate_objects():
         calls.append(patch.shape)
         x, y = origins.pop(0)
         crop = np.zeros((896, 896), np.float32)
-        part = truth[y:y + 896, x:x + 896]
+        part = truth[y : y + 896, x : x + 896]
         crop[: part.shape[0], : part.shape[1]] = part
         return crop[None].repeat(len(prompts), 0)
 

@@ -56,7 +56,7 @@ def test_oriented_box_is_min_area_rect_of_pixel_centres():
 def test_oriented_box_of_a_diagonal_bar():
     mask = np.zeros((20, 20), np.uint8)
     for i in range(2, 15):
-        mask[i, i:i + 3] = 1  # a bar along the diagonal
+        mask[i, i : i + 3] = 1  # a bar along the diagonal
     boxes = mask_to_boxes(mask, mask.astype(np.float32), box_type="obb")
     contour = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0][0]
     expected = cv2.boxPoints(cv2.minAreaRect(contour)).astype(int).reshape(-1)
@@ -65,9 +65,11 @@ def test_oriented_box_of_a_diagonal_bar():
 
 def _official_pixel_inside(box1, box2):
     """The official box1_in_box2 rasterisation (cv2 canvases), reimplemented for hbb as the reference."""
+
     def poly(b):
         x1, y1, x2, y2 = b
         return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
+
     p1, p2 = poly(box1), poly(box2)
     w, h = max(p1[:, 0].max(), p2[:, 0].max()), max(p1[:, 1].max(), p2[:, 1].max())
     c1, c2 = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
@@ -88,8 +90,10 @@ def test_inner_box_rule_equals_cv2_rasterisation_on_random_boxes():
 
 
 def test_inner_removal_quirks():
-    boxes = Boxes(np.array([[0, 0, 10, 10], [2, 2, 5, 5], [0, 0, 11, 10], [20, 20, 30, 30], [20, 20, 30, 30]], float),
-                  np.array([0.9, 0.8, 0.7, 0.6, 0.5]))
+    boxes = Boxes(
+        np.array([[0, 0, 10, 10], [2, 2, 5, 5], [0, 0, 11, 10], [20, 20, 30, 30], [20, 20, 30, 30]], float),
+        np.array([0.9, 0.8, 0.7, 0.6, 0.5]),
+    )
     kept = remove_inner_boxes(boxes)
     # [2,2,5,5] is inside; [0,0,10,10] and [0,0,11,10] are inside each other (1 px overshoot is clipped by the
     # pair's canvas); the two equal boxes remove each other -> nothing left
@@ -148,8 +152,21 @@ def test_polygon_prefilter_never_hides_an_inner_box():
 
     rng = np.random.default_rng(0)
     for _ in range(150):
-        rects = np.array([cv2.boxPoints(((rng.uniform(-2, 20), rng.uniform(-2, 20)), (rng.uniform(0, 12),
-                          rng.uniform(0, 12)), rng.uniform(0, 90))).astype(int).reshape(-1) for _ in range(5)], float)
+        rects = np.array(
+            [
+                cv2.boxPoints(
+                    (
+                        (rng.uniform(-2, 20), rng.uniform(-2, 20)),
+                        (rng.uniform(0, 12), rng.uniform(0, 12)),
+                        rng.uniform(0, 90),
+                    )
+                )
+                .astype(int)
+                .reshape(-1)
+                for _ in range(5)
+            ],
+            float,
+        )
         may = _polygon_may_be_inside(rects)
         for i in range(5):
             for j in range(5):

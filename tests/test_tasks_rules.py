@@ -5,8 +5,18 @@ import pytest
 import torch
 
 from rsam.tasks import (
-    canonical_class_name, class_prompts, count_objects, grounding_box, merge_class_masks, multi_label_predict,
-    multi_label_scores, probs_to_masks, resize_nearest, scene_predict, scene_scores, semantic_label_map,
+    canonical_class_name,
+    class_prompts,
+    count_objects,
+    grounding_box,
+    merge_class_masks,
+    multi_label_predict,
+    multi_label_scores,
+    probs_to_masks,
+    resize_nearest,
+    scene_predict,
+    scene_scores,
+    semantic_label_map,
 )
 from rsam.tasks.counting import filter_by_prior_area
 from rsam.tasks.m2b import Boxes
@@ -20,8 +30,9 @@ def test_semantic_merge_higher_class_index_wins():
     masks[2] = [[1, 0, 0], [0, 0, 0]]
     expected = np.array([[3, 2, 2], [0, 0, 0]])
     np.testing.assert_array_equal(merge_class_masks(masks), expected)
-    np.testing.assert_array_equal(merge_class_masks(masks), np.maximum.reduce([m * (k + 1) for k, m in
-                                                                                enumerate(masks)]))
+    np.testing.assert_array_equal(
+        merge_class_masks(masks), np.maximum.reduce([m * (k + 1) for k, m in enumerate(masks)])
+    )
 
 
 def test_label_map_from_probabilities_tie_is_background():

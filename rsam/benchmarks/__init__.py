@@ -5,6 +5,13 @@ from rsam.benchmarks.runner import results_markdown, run_benchmark, run_register
 from rsam.benchmarks.samples import BoxTarget, Sample
 
 __all__ = [
-    "BENCHMARKS", "BenchmarkSpec", "BoxTarget", "Sample", "benchmark_names", "get_benchmark", "results_markdown",
-    "run_benchmark", "run_registered",
+    "BENCHMARKS",
+    "BenchmarkSpec",
+    "BoxTarget",
+    "Sample",
+    "benchmark_names",
+    "get_benchmark",
+    "results_markdown",
+    "run_benchmark",
+    "run_registered",
 ]

@@ -17,16 +17,24 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from rsam.benchmarks.samples import BoxTarget, Sample, find_image
 from rsam.tasks.prompts import canonical_class_name
 
-ROBNDBOX_FIELDS = ("x_left_top", "y_left_top", "x_right_top", "y_right_top",
-                   "x_right_bottom", "y_right_bottom", "x_left_bottom", "y_left_bottom")
+ROBNDBOX_FIELDS = (
+    "x_left_top",
+    "y_left_top",
+    "x_right_top",
+    "y_right_top",
+    "x_right_bottom",
+    "y_right_bottom",
+    "x_left_bottom",
+    "y_left_bottom",
+)
 BNDBOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
 
 
@@ -71,8 +79,16 @@ def parse_dior_xml(path: Path, class_names: Sequence[str], box_type: str) -> tup
 class DiorXmlReader:
     task = "det"
 
-    def __init__(self, xml_dir: str | Path, image_dir: str | Path, class_names: Sequence[str], *,
-                 box_type: str = "hbb", image_ids: Sequence[str] | None = None, skip_empty: bool = True):
+    def __init__(
+        self,
+        xml_dir: str | Path,
+        image_dir: str | Path,
+        class_names: Sequence[str],
+        *,
+        box_type: str = "hbb",
+        image_ids: Sequence[str] | None = None,
+        skip_empty: bool = True,
+    ):
         self.xml_dir, self.image_dir = Path(xml_dir), Path(image_dir)
         self.class_names, self.box_type, self.skip_empty = tuple(class_names), box_type, skip_empty
         self.task = "det" if box_type == "hbb" else "obb"
@@ -97,13 +113,16 @@ class DiorXmlReader:
 class CocoDetectionReader:
     task = "det"
 
-    def __init__(self, json_file: str | Path, image_dir: str | Path, class_names: Sequence[str], *,
-                 skip_empty: bool = True):
+    def __init__(
+        self, json_file: str | Path, image_dir: str | Path, class_names: Sequence[str], *, skip_empty: bool = True
+    ):
         self.image_dir, self.class_names = Path(image_dir), tuple(class_names)
         with open(json_file, encoding="utf-8") as f:
             data = json.load(f)
-        categories = {c["id"]: class_index(c["name"], self.class_names, f"{json_file} categories")
-                      for c in data.get("categories", [])}
+        categories = {
+            c["id"]: class_index(c["name"], self.class_names, f"{json_file} categories")
+            for c in data.get("categories", [])
+        }
         self.images = {img["id"]: img for img in data.get("images", [])}
         self.boxes: dict = {image_id: ([], []) for image_id in self.images}
         for ann in data.get("annotations", []):
@@ -114,8 +133,9 @@ class CocoDetectionReader:
             x, y, w, h = (float(v) for v in ann["bbox"])
             self.boxes[ann["image_id"]][0].append([x, y, x + w, y + h])
             self.boxes[ann["image_id"]][1].append(categories[ann["category_id"]])
-        self.order = sorted((i for i in self.images if self.boxes[i][1] or not skip_empty),
-                            key=lambda i: self.images[i]["file_name"])
+        self.order = sorted(
+            (i for i in self.images if self.boxes[i][1] or not skip_empty), key=lambda i: self.images[i]["file_name"]
+        )
 
     def __len__(self) -> int:
         return len(self.order)
@@ -123,8 +143,12 @@ class CocoDetectionReader:
     def __iter__(self) -> Iterator[Sample]:
         for image_id in self.order:
             boxes, labels = self.boxes[image_id]
-            yield Sample(key=str(image_id), image_path=self.image_dir / self.images[image_id]["file_name"],
-                         target=BoxTarget(np.asarray(boxes), labels), meta={"image_id": image_id})
+            yield Sample(
+                key=str(image_id),
+                image_path=self.image_dir / self.images[image_id]["file_name"],
+                target=BoxTarget(np.asarray(boxes), labels),
+                meta={"image_id": image_id},
+            )
 
 
 def parse_dota_txt(path: Path, class_names: Sequence[str], canonical: bool = True) -> BoxTarget:
@@ -145,8 +169,15 @@ def parse_dota_txt(path: Path, class_names: Sequence[str], canonical: bool = Tru
 class DotaReader:
     task = "obb"
 
-    def __init__(self, label_dir: str | Path, image_dir: str | Path, class_names: Sequence[str], *,
-                 box_type: str = "obb", skip_empty: bool = False):
+    def __init__(
+        self,
+        label_dir: str | Path,
+        image_dir: str | Path,
+        class_names: Sequence[str],
+        *,
+        box_type: str = "obb",
+        skip_empty: bool = False,
+    ):
         _box_type_fields(box_type)
         self.label_dir, self.image_dir = Path(label_dir), Path(image_dir)
         self.class_names, self.box_type, self.skip_empty = tuple(class_names), box_type, skip_empty
@@ -165,6 +196,7 @@ class DotaReader:
                 continue
             if self.box_type == "hbb" and len(target.labels):
                 xs, ys = target.boxes[:, 0::2], target.boxes[:, 1::2]
-                target = BoxTarget(np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], 1), target.labels,
-                                   target.difficult)
+                target = BoxTarget(
+                    np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], 1), target.labels, target.difficult
+                )
             yield Sample(key=path.stem, image_path=find_image(self.image_dir, path.stem), target=target)

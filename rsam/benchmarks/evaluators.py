@@ -17,20 +17,38 @@ offline weights exist for DirectSAM).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from rsam.benchmarks.samples import Sample
 from rsam.metrics import (
-    CaptionMetric, CocoDetectionMetric, CountingAccuracy, GroundingMetric, MultiLabelAccuracy, ReferringSegMetric,
-    SceneAccuracy, SemanticSegMetric, VocDetectionMetric,
+    CaptionMetric,
+    CocoDetectionMetric,
+    CountingAccuracy,
+    GroundingMetric,
+    MultiLabelAccuracy,
+    ReferringSegMetric,
+    SceneAccuracy,
+    SemanticSegMetric,
+    VocDetectionMetric,
 )
 from rsam.preprocess import resize_mask
 from rsam.tasks import (
-    as_prob_stack, caption_rng, class_prompts, count_objects, detect, detect_tiled, grounding_box,
-    multi_label_predict, probs_to_masks, resize_nearest, rule_based_caption, scene_scores, semantic_label_map,
+    as_prob_stack,
+    caption_rng,
+    class_prompts,
+    count_objects,
+    detect,
+    detect_tiled,
+    grounding_box,
+    multi_label_predict,
+    probs_to_masks,
+    resize_nearest,
+    rule_based_caption,
+    scene_scores,
+    semantic_label_map,
 )
 from rsam.tasks.m2b import EPOC_THRESHOLD_COUNTING, EPOC_THRESHOLD_DETECTION
 from rsam.tasks.prompts import PROMPT_TEMPLATE
@@ -68,8 +86,10 @@ def _boundary(boundary_fn: BoundaryFn | None, image: np.ndarray) -> np.ndarray |
 
 def _as_torch(entry: dict) -> dict:
     """numpy detection entry -> the tensors torchmetrics' ``MeanAveragePrecision`` wants."""
-    return {key: torch.as_tensor(np.asarray(value), dtype=torch.long if key == "labels" else torch.float32)
-            for key, value in entry.items()}
+    return {
+        key: torch.as_tensor(np.asarray(value), dtype=torch.long if key == "labels" else torch.float32)
+        for key, value in entry.items()
+    }
 
 
 class Evaluator:
@@ -106,9 +126,14 @@ class SemanticSegEvaluator(Evaluator):
 
     task = "semseg"
 
-    def __init__(self, class_names: Sequence[str], template: str = PROMPT_TEMPLATE,
-                 eval_size: int | None = MODEL_SIZE, ignore_index: int | None = None,
-                 mean_classes: Sequence[int] | None = None):
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        template: str = PROMPT_TEMPLATE,
+        eval_size: int | None = MODEL_SIZE,
+        ignore_index: int | None = None,
+        mean_classes: Sequence[int] | None = None,
+    ):
         super().__init__(SemanticSegMetric(class_names, ignore_index=ignore_index, mean_classes=mean_classes))
         self.prompts = class_prompts(list(class_names)[1:], template)
         self.eval_size = eval_size
@@ -124,13 +149,24 @@ class SemanticSegEvaluator(Evaluator):
 class DetectionEvaluator(Evaluator):
     """Horizontal (COCO or DOTA-devkit AP) or oriented (DOTA-devkit AP) detection; optional DOTA tiling."""
 
-    def __init__(self, class_names: Sequence[str], *, box_type: str = "hbb", protocol: str = "coco",
-                 template: str = PROMPT_TEMPLATE, boundary_fn: BoundaryFn | None = None,
-                 boundary_threshold: float = EPOC_THRESHOLD_DETECTION, tiled: bool = False):
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        *,
+        box_type: str = "hbb",
+        protocol: str = "coco",
+        template: str = PROMPT_TEMPLATE,
+        boundary_fn: BoundaryFn | None = None,
+        boundary_threshold: float = EPOC_THRESHOLD_DETECTION,
+        tiled: bool = False,
+    ):
         if protocol == "coco" and box_type != "hbb":
             raise ValueError("the COCO protocol scores horizontal boxes only; use protocol='voc' for obb")
-        metric = CocoDetectionMetric(class_names) if protocol == "coco" else \
-            VocDetectionMetric(class_names, box_kind="hbb" if box_type == "hbb" else "poly")
+        metric = (
+            CocoDetectionMetric(class_names)
+            if protocol == "coco"
+            else VocDetectionMetric(class_names, box_kind="hbb" if box_type == "hbb" else "poly")
+        )
         super().__init__(metric)
         self.task = "det" if box_type == "hbb" else "obb"
         self.class_names, self.box_type, self.protocol = list(class_names), box_type, protocol
@@ -143,8 +179,9 @@ class DetectionEvaluator(Evaluator):
         if self.tiled:
             found = detect_tiled(image, self.class_names, self.prompts, predict_fn, **options)
         else:
-            found = detect(_at_image_size(_predict(predict_fn, image, self.prompts), image), self.class_names,
-                           **options)
+            found = detect(
+                _at_image_size(_predict(predict_fn, image, self.prompts), image), self.class_names, **options
+            )
         width = 4 if self.box_type == "hbb" else 8
         coords = [found[n].coords for n in self.class_names]
         pred = {
@@ -200,8 +237,13 @@ class SceneEvaluator(Evaluator):
 class CountingEvaluator(Evaluator):
     task = "count"
 
-    def __init__(self, priors=None, template: str = PROMPT_TEMPLATE, boundary_fn: BoundaryFn | None = None,
-                 boundary_threshold: float = EPOC_THRESHOLD_COUNTING):
+    def __init__(
+        self,
+        priors=None,
+        template: str = PROMPT_TEMPLATE,
+        boundary_fn: BoundaryFn | None = None,
+        boundary_threshold: float = EPOC_THRESHOLD_COUNTING,
+    ):
         super().__init__(CountingAccuracy())
         self.priors, self.template = priors, template
         self.boundary_fn, self.boundary_threshold = boundary_fn, boundary_threshold
@@ -209,17 +251,26 @@ class CountingEvaluator(Evaluator):
     def process(self, sample, image, predict_fn):
         prob = _at_image_size(_predict(predict_fn, image, class_prompts([sample.text], self.template)), image)
         boundary = _boundary(self.boundary_fn, image)
-        count = count_objects(prob, sample.text, self.priors, boundary=boundary,
-                              boundary_threshold=self.boundary_threshold)
+        count = count_objects(
+            prob, sample.text, self.priors, boundary=boundary, boundary_threshold=self.boundary_threshold
+        )
         self.metric.update([count], [int(sample.target)])
 
 
 class CaptionEvaluator(Evaluator):
     task = "caption"
 
-    def __init__(self, class_names: Sequence[str], *, regions: int = 4, seed: int = 0,
-                 template: str = PROMPT_TEMPLATE, boundary_fn: BoundaryFn | None = None,
-                 boundary_threshold: float = EPOC_THRESHOLD_DETECTION, meteor: bool = False):
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        *,
+        regions: int = 4,
+        seed: int = 0,
+        template: str = PROMPT_TEMPLATE,
+        boundary_fn: BoundaryFn | None = None,
+        boundary_threshold: float = EPOC_THRESHOLD_DETECTION,
+        meteor: bool = False,
+    ):
         super().__init__(CaptionMetric(meteor=meteor))
         self.class_names = list(class_names)
         self.prompts = class_prompts(self.class_names, template)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,8 +61,7 @@ class RsvgReader:
 
     def __iter__(self) -> Iterator[Sample]:
         for index, filename, box, text in self._items:
-            yield Sample(key=str(index), image_path=self.image_dir / filename, target=np.asarray(box, float),
-                         text=text)
+            yield Sample(key=str(index), image_path=self.image_dir / filename, target=np.asarray(box, float), text=text)
 
 
 class MultiLabelTableReader:
@@ -70,13 +69,15 @@ class MultiLabelTableReader:
 
     def __init__(self, table: str | Path, image_dir: str | Path, class_names: Sequence[str] | None = None):
         self.image_dir = Path(image_dir)
-        rows = [re.split(r"[\t,]", line.strip()) for line in Path(table).read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+        rows = [
+            re.split(r"[\t,]", line.strip())
+            for line in Path(table).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
         if len(rows) < 2:
             raise ValueError(f"{table}: expected a header and at least one row")
         header = [h.strip() for h in rows[0][1:]]
-        columns = [class_index(h, header if class_names is None else class_names, f"{table} header")
-                   for h in header]
+        columns = [class_index(h, header if class_names is None else class_names, f"{table} header") for h in header]
         self.class_names = tuple(header if class_names is None else class_names)
         self._items = []
         for line_no, row in enumerate(rows[1:], start=2):

@@ -17,8 +17,8 @@ non-zero value).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -99,8 +99,13 @@ class ReferReader:
             if image is None:
                 raise ValueError(f"sample {key}: image {ref.get('image_id')} is missing from instances.json")
             mask = _decode_parts(ann.get("segmentation"), int(image["height"]), int(image["width"]), f"sample {key}")
-            yield Sample(key=key, image_path=self.image_dir / image["file_name"], target=mask, text=text,
-                         meta={"ref_id": ref.get("ref_id"), "image_id": ref.get("image_id")})
+            yield Sample(
+                key=key,
+                image_path=self.image_dir / image["file_name"],
+                target=mask,
+                text=text,
+                meta={"ref_id": ref.get("ref_id"), "image_id": ref.get("image_id")},
+            )
 
 
 class PhraseReader:
@@ -109,8 +114,14 @@ class PhraseReader:
     task = "res"
     class_names: tuple[str, ...] = ()
 
-    def __init__(self, root: str | Path, split: str, image_dir: str = "images", mask_dir: str = "masks",
-                 phrase_file: str = "output_phrase_{split}.txt"):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        image_dir: str = "images",
+        mask_dir: str = "masks",
+        phrase_file: str = "output_phrase_{split}.txt",
+    ):
         self.root = Path(root)
         self.image_dir, self.mask_dir = self.root / image_dir, self.root / mask_dir
         path = self.root / phrase_file.format(split=split)
@@ -132,5 +143,10 @@ class PhraseReader:
                 mask = np.asarray(img)
             if mask.ndim == 3:
                 mask = mask.any(axis=2)
-            yield Sample(key=f"{line_no}:{stem}", image_path=find_image(self.image_dir, stem), target=mask > 0,
-                         text=text, meta={"image_id": stem})
+            yield Sample(
+                key=f"{line_no}:{stem}",
+                image_path=find_image(self.image_dir, stem),
+                target=mask > 0,
+                text=text,
+                meta={"image_id": stem},
+            )

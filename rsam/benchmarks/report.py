@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from rsam.benchmarks.runner import results_markdown
 
@@ -30,8 +30,9 @@ def per_class_markdown(result: dict) -> str:
         return ""
     classes = list(dict.fromkeys(name for table in tables.values() for name in table))
     lines = ["| class | " + " | ".join(tables) + " |", "|---|" + "---:|" * len(tables)]
-    lines += [f"| {name} | " + " | ".join(_percent(table.get(name)) for table in tables.values()) + " |"
-              for name in classes]
+    lines += [
+        f"| {name} | " + " | ".join(_percent(table.get(name)) for table in tables.values()) + " |" for name in classes
+    ]
     return "\n".join(lines)
 
 
@@ -44,8 +45,9 @@ def results_document(name: str, result: dict, metrics: Sequence[str], info: dict
     return "\n".join(lines) + "\n"
 
 
-def write_results(out_dir: str | Path, name: str, result: dict, metrics: Sequence[str], info: dict
-                  ) -> tuple[Path, Path]:
+def write_results(
+    out_dir: str | Path, name: str, result: dict, metrics: Sequence[str], info: dict
+) -> tuple[Path, Path]:
     """Write ``results.md`` and ``results.json`` (``{"benchmark", **info, "metrics": result}``) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

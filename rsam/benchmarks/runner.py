@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from rsam.benchmarks.evaluators import Evaluator, PredictFn
 from rsam.benchmarks.registry import BenchmarkSpec
@@ -18,8 +18,15 @@ from rsam.benchmarks.registry import BenchmarkSpec
 log = logging.getLogger(__name__)
 
 
-def run_benchmark(reader: Iterable, predict_fn: PredictFn, evaluator: Evaluator, *,
-                  shard: tuple[int, int] | None = None, limit: int | None = None, log_every: int = 100) -> dict:
+def run_benchmark(
+    reader: Iterable,
+    predict_fn: PredictFn,
+    evaluator: Evaluator,
+    *,
+    shard: tuple[int, int] | None = None,
+    limit: int | None = None,
+    log_every: int = 100,
+) -> dict:
     """Evaluate every sample; returns ``evaluator.compute()`` plus ``seconds``.
 
     ``limit``: stop after that many samples (of this shard) — for smoke runs only, say so in any report.
@@ -44,11 +51,20 @@ def run_benchmark(reader: Iterable, predict_fn: PredictFn, evaluator: Evaluator,
     return result
 
 
-def run_registered(spec: BenchmarkSpec, root, predict_fn: PredictFn, *, split: str | None = None,
-                   shard: tuple[int, int] | None = None, limit: int | None = None, **evaluator_options) -> dict:
+def run_registered(
+    spec: BenchmarkSpec,
+    root,
+    predict_fn: PredictFn,
+    *,
+    split: str | None = None,
+    shard: tuple[int, int] | None = None,
+    limit: int | None = None,
+    **evaluator_options,
+) -> dict:
     """Read ``spec`` from ``root`` and run it with the benchmark's official evaluator settings."""
-    result = run_benchmark(spec.reader(root, split), predict_fn, spec.evaluator(**evaluator_options), shard=shard,
-                           limit=limit)
+    result = run_benchmark(
+        spec.reader(root, split), predict_fn, spec.evaluator(**evaluator_options), shard=shard, limit=limit
+    )
     result["benchmark"] = spec.name
     return result
 

@@ -13,12 +13,29 @@ import pickle
 from pathlib import Path
 
 _ALLOWED_GLOBALS = {
-    ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
-    ("builtins", "frozenset"), ("builtins", "str"), ("builtins", "bytes"), ("builtins", "bytearray"),
-    ("builtins", "int"), ("builtins", "float"), ("builtins", "bool"), ("builtins", "complex"),
-    ("__builtin__", "dict"), ("__builtin__", "list"), ("__builtin__", "set"), ("__builtin__", "frozenset"),
-    ("__builtin__", "unicode"), ("__builtin__", "str"), ("__builtin__", "int"), ("__builtin__", "long"),
-    ("__builtin__", "float"), ("__builtin__", "bool"), ("_codecs", "encode"),
+    ("builtins", "dict"),
+    ("builtins", "list"),
+    ("builtins", "tuple"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "str"),
+    ("builtins", "bytes"),
+    ("builtins", "bytearray"),
+    ("builtins", "int"),
+    ("builtins", "float"),
+    ("builtins", "bool"),
+    ("builtins", "complex"),
+    ("__builtin__", "dict"),
+    ("__builtin__", "list"),
+    ("__builtin__", "set"),
+    ("__builtin__", "frozenset"),
+    ("__builtin__", "unicode"),
+    ("__builtin__", "str"),
+    ("__builtin__", "int"),
+    ("__builtin__", "long"),
+    ("__builtin__", "float"),
+    ("__builtin__", "bool"),
+    ("_codecs", "encode"),
 }
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,8 +24,9 @@ class BoxTarget:
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         boxes = np.asarray(self.boxes, dtype=np.float64)
         self.boxes = boxes.reshape(len(self.labels), -1) if boxes.size else np.zeros((0, 4))
-        self.difficult = np.zeros(len(self.labels), bool) if self.difficult is None \
-            else np.asarray(self.difficult, dtype=bool)
+        self.difficult = (
+            np.zeros(len(self.labels), bool) if self.difficult is None else np.asarray(self.difficult, dtype=bool)
+        )
 
 
 @dataclass
@@ -57,8 +59,9 @@ class Reader(Protocol):
     def __len__(self) -> int: ...
 
 
-def find_image(folder: Path, stem: str, extensions: Sequence[str] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-               ) -> Path:
+def find_image(
+    folder: Path, stem: str, extensions: Sequence[str] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+) -> Path:
     """The image file ``folder/stem.<ext>`` (first extension that exists); a clear error when none does."""
     for ext in extensions:
         for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):

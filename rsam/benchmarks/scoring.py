@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +22,14 @@ from pycocotools import mask as mask_utils
 
 from rsam.benchmarks.detection import parse_dota_txt
 from rsam.metrics import (
-    CocoDetectionMetric, CountingAccuracy, GroundingMetric, MultiLabelAccuracy, ReferringSegMetric,
-    SceneAccuracy, SemanticSegMetric, VocDetectionMetric,
+    CocoDetectionMetric,
+    CountingAccuracy,
+    GroundingMetric,
+    MultiLabelAccuracy,
+    ReferringSegMetric,
+    SceneAccuracy,
+    SemanticSegMetric,
+    VocDetectionMetric,
 )
 from rsam.metrics.captioning import caption_scores
 from rsam.tasks.m2b import Boxes
@@ -112,8 +119,10 @@ def _pair_sizes(pred: np.ndarray, gt: np.ndarray, eval_size: int | None, where: 
         size = (eval_size, eval_size)
         return resize_nearest(pred, size), resize_nearest(gt, size)
     if pred.shape != gt.shape:
-        raise ValueError(f"{where}: prediction {pred.shape} and ground truth {gt.shape} differ in size "
-                         f"(pass --eval-size to compare both at one size)")
+        raise ValueError(
+            f"{where}: prediction {pred.shape} and ground truth {gt.shape} differ in size "
+            f"(pass --eval-size to compare both at one size)"
+        )
     return pred, gt
 
 
@@ -200,10 +209,20 @@ def _score_coco(pred_path: Path, gt_path: Path, allow_empty: bool) -> dict:
         boxes, scores, labels = preds[image_id]
         gt_boxes, gt_labels = truth[image_id]
         metric.update(
-            [{"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-              "scores": torch.tensor(scores, dtype=torch.float32), "labels": torch.tensor(labels, dtype=torch.long)}],
-            [{"boxes": torch.tensor(gt_boxes, dtype=torch.float32).reshape(-1, 4),
-              "labels": torch.tensor(gt_labels, dtype=torch.long)}])
+            [
+                {
+                    "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    "scores": torch.tensor(scores, dtype=torch.float32),
+                    "labels": torch.tensor(labels, dtype=torch.long),
+                }
+            ],
+            [
+                {
+                    "boxes": torch.tensor(gt_boxes, dtype=torch.float32).reshape(-1, 4),
+                    "labels": torch.tensor(gt_labels, dtype=torch.long),
+                }
+            ],
+        )
     return metric.compute()
 
 
@@ -223,15 +242,17 @@ def _merge_patches(rows: list, box_kind: str, where: Path) -> list:
         groups.setdefault((match["name"], label), []).append((score, shifted))
     merged = []
     for (image, label), items in groups.items():
-        boxes = Boxes(np.asarray([c for _, c in items]), np.asarray([s for s, _ in items]),
-                      "hbb" if box_kind == "hbb" else "obb")
+        boxes = Boxes(
+            np.asarray([c for _, c in items]), np.asarray([s for s, _ in items]), "hbb" if box_kind == "hbb" else "obb"
+        )
         kept = suppress_merged(boxes)
         merged.extend((image, label, float(sc), list(co)) for sc, co in zip(kept.scores, kept.coords))
     return merged
 
 
-def _dota_predictions(pred_path: Path, box_kind: str, names: list[str], images: set[str], allow_empty: bool,
-                      merge_patches: bool):
+def _dota_predictions(
+    pred_path: Path, box_kind: str, names: list[str], images: set[str], allow_empty: bool, merge_patches: bool
+):
     """``Task1_<class>.txt`` / ``Task2_<class>.txt`` files in a folder, lines ``image score coords...``."""
     width = 8 if box_kind == "poly" else 4
     rows = []
@@ -258,16 +279,27 @@ def _dota_predictions(pred_path: Path, box_kind: str, names: list[str], images: 
     return preds
 
 
-def _score_dota(pred_path: Path, gt_path: Path, box_kind: str, classes: list[str] | None, allow_empty: bool,
-                use_07_metric: bool, merge_patches: bool) -> dict:
+def _score_dota(
+    pred_path: Path,
+    gt_path: Path,
+    box_kind: str,
+    classes: list[str] | None,
+    allow_empty: bool,
+    use_07_metric: bool,
+    merge_patches: bool,
+) -> dict:
     if not pred_path.is_dir():
-        raise ValueError(f"{pred_path}: with a DOTA label folder as ground truth, predictions are a folder of "
-                         "Task1_<class>.txt (obb) / Task2_<class>.txt (hbb) files")
+        raise ValueError(
+            f"{pred_path}: with a DOTA label folder as ground truth, predictions are a folder of "
+            "Task1_<class>.txt (obb) / Task2_<class>.txt (hbb) files"
+        )
     gt_files = sorted(gt_path.glob("*.txt"))
     if not gt_files:
         raise ValueError(f"{gt_path}: no DOTA label files")
-    raw = {p.stem: [line.split() for line in p.read_text(encoding="utf-8").splitlines() if len(line.split()) >= 9]
-           for p in gt_files}
+    raw = {
+        p.stem: [line.split() for line in p.read_text(encoding="utf-8").splitlines() if len(line.split()) >= 9]
+        for p in gt_files
+    }
     names = list(classes) if classes else sorted({fields[8] for rows in raw.values() for fields in rows})
     width = 8 if box_kind == "poly" else 4
     preds = _dota_predictions(pred_path, box_kind, names, set(raw), allow_empty, merge_patches)
@@ -276,9 +308,16 @@ def _score_dota(pred_path: Path, gt_path: Path, box_kind: str, classes: list[str
         target = parse_dota_txt(path, names, canonical=False)
         boxes = target.boxes if box_kind == "poly" else _extents(target.boxes)
         dets = preds[path.stem]
-        metric.update([{"boxes": np.asarray([d[1] for d in dets]).reshape(-1, width),
-                        "scores": np.asarray([d[0] for d in dets]), "labels": np.asarray([d[2] for d in dets])}],
-                      [{"boxes": boxes.reshape(-1, width), "labels": target.labels, "difficult": target.difficult}])
+        metric.update(
+            [
+                {
+                    "boxes": np.asarray([d[1] for d in dets]).reshape(-1, width),
+                    "scores": np.asarray([d[0] for d in dets]),
+                    "labels": np.asarray([d[2] for d in dets]),
+                }
+            ],
+            [{"boxes": boxes.reshape(-1, width), "labels": target.labels, "difficult": target.difficult}],
+        )
     return metric.compute()
 
 
@@ -289,15 +328,29 @@ def _extents(polys: np.ndarray) -> np.ndarray:
     return np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1)
 
 
-def score_det(pred_path: Path, gt_path: Path, allow_empty: bool = False, classes: list[str] | None = None,
-              use_07_metric: bool = True, merge_patches: bool = False, **_) -> dict:
+def score_det(
+    pred_path: Path,
+    gt_path: Path,
+    allow_empty: bool = False,
+    classes: list[str] | None = None,
+    use_07_metric: bool = True,
+    merge_patches: bool = False,
+    **_,
+) -> dict:
     if gt_path.is_dir():
         return _score_dota(pred_path, gt_path, "hbb", classes, allow_empty, use_07_metric, merge_patches)
     return _score_coco(pred_path, gt_path, allow_empty)
 
 
-def score_obb(pred_path: Path, gt_path: Path, allow_empty: bool = False, classes: list[str] | None = None,
-              use_07_metric: bool = True, merge_patches: bool = False, **_) -> dict:
+def score_obb(
+    pred_path: Path,
+    gt_path: Path,
+    allow_empty: bool = False,
+    classes: list[str] | None = None,
+    use_07_metric: bool = True,
+    merge_patches: bool = False,
+    **_,
+) -> dict:
     if not gt_path.is_dir():
         raise ValueError(f"{gt_path}: oriented-box ground truth is a folder of DOTA label files")
     return _score_dota(pred_path, gt_path, "poly", classes, allow_empty, use_07_metric, merge_patches)
@@ -373,8 +426,10 @@ def score_mcc(pred_path: Path, gt_path: Path, **_) -> dict:
     pred, gt = _by_id(pred_doc.get("samples"), pred_path), _by_id(gt_doc.get("samples"), gt_path)
     metric = SceneAccuracy(classes)
     for key in _match_ids(pred, gt, pred_path):
-        metric.update([_class_label(pred[key], classes, f"{pred_path} id {key}")],
-                      [_class_label({"label": gt[key].get("label")}, classes, f"{gt_path} id {key}")])
+        metric.update(
+            [_class_label(pred[key], classes, f"{pred_path} id {key}")],
+            [_class_label({"label": gt[key].get("label")}, classes, f"{gt_path} id {key}")],
+        )
     return metric.compute()
 
 
@@ -423,8 +478,15 @@ def score_caption(pred_path: Path, gt_path: Path, split: str | None = None, mete
 
 
 SCORERS: dict[str, Callable[..., dict]] = {
-    "res": score_res, "semseg": score_semseg, "det": score_det, "obb": score_obb, "vg": score_vg,
-    "mlc": score_mlc, "mcc": score_mcc, "count": score_count, "caption": score_caption,
+    "res": score_res,
+    "semseg": score_semseg,
+    "det": score_det,
+    "obb": score_obb,
+    "vg": score_vg,
+    "mlc": score_mlc,
+    "mcc": score_mcc,
+    "count": score_count,
+    "caption": score_caption,
 }
 
 

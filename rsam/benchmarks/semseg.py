@@ -16,8 +16,8 @@ reproduced (it maps every patch of a scene to the same image).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,19 +27,37 @@ from rsam.benchmarks.samples import Sample, find_image
 IGNORE_INDEX = 255
 
 ISAID_PALETTE: dict[tuple[int, int, int], int] = {
-    (0, 0, 63): 1, (0, 63, 63): 2, (0, 63, 0): 3, (0, 63, 127): 4, (0, 63, 191): 5, (0, 63, 255): 6,
-    (0, 127, 63): 7, (0, 127, 127): 8, (0, 0, 127): 9, (0, 0, 191): 10, (0, 0, 255): 11, (0, 191, 127): 12,
-    (0, 127, 191): 13, (0, 127, 255): 14, (0, 100, 155): 15,
+    (0, 0, 63): 1,
+    (0, 63, 63): 2,
+    (0, 63, 0): 3,
+    (0, 63, 127): 4,
+    (0, 63, 191): 5,
+    (0, 63, 255): 6,
+    (0, 127, 63): 7,
+    (0, 127, 127): 8,
+    (0, 0, 127): 9,
+    (0, 0, 191): 10,
+    (0, 0, 255): 11,
+    (0, 191, 127): 12,
+    (0, 127, 191): 13,
+    (0, 127, 255): 14,
+    (0, 100, 155): 15,
 }  # SEG.py cat_dictionary; black (0, 0, 0) and any other colour -> 0
 POTSDAM_PALETTE: dict[tuple[int, int, int], int] = {
-    (255, 0, 0): 0, (255, 255, 255): 1, (0, 0, 255): 2, (0, 255, 255): 3, (0, 255, 0): 4, (255, 255, 0): 5,
+    (255, 0, 0): 0,
+    (255, 255, 255): 1,
+    (0, 0, 255): 2,
+    (0, 255, 255): 3,
+    (0, 255, 0): 4,
+    (255, 255, 0): 5,
 }
 POTSDAM_SEG_CLASSES = ("clutter", "impervious surfaces", "building", "low vegetation", "tree", "car")
 LOVEDA_VALUES: dict[int, int] = {0: IGNORE_INDEX, 1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6}
 
 
-def decode_palette(rgb: np.ndarray, palette: Mapping[tuple[int, int, int], int], unknown: str, where: str
-                   ) -> np.ndarray:
+def decode_palette(
+    rgb: np.ndarray, palette: Mapping[tuple[int, int, int], int], unknown: str, where: str
+) -> np.ndarray:
     """RGB label raster -> class indices. ``unknown``: "background" (-> 0) or "error"."""
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"{where}: expected an RGB label image, got shape {rgb.shape}")
@@ -76,18 +94,27 @@ class SegmentationReader:
 
     task = "semseg"
 
-    def __init__(self, image_dir: str | Path, label_dir: str | Path, class_names: Sequence[str], *,
-                 palette: Mapping[tuple[int, int, int], int] | None = None,
-                 values: Mapping[int, int] | None = None, unknown_colors: str = "background",
-                 label_suffix: str = "", ignore_index: int | None = None):
+    def __init__(
+        self,
+        image_dir: str | Path,
+        label_dir: str | Path,
+        class_names: Sequence[str],
+        *,
+        palette: Mapping[tuple[int, int, int], int] | None = None,
+        values: Mapping[int, int] | None = None,
+        unknown_colors: str = "background",
+        label_suffix: str = "",
+        ignore_index: int | None = None,
+    ):
         if unknown_colors not in ("background", "error"):
             raise ValueError("unknown_colors must be 'background' or 'error'")
         self.image_dir, self.label_dir = Path(image_dir), Path(label_dir)
         self.class_names = tuple(class_names)
         self.palette, self.values, self.unknown_colors = palette, values, unknown_colors
         self.label_suffix, self.ignore_index = label_suffix, ignore_index
-        self.labels = sorted(p for p in self.label_dir.iterdir()
-                             if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp"))
+        self.labels = sorted(
+            p for p in self.label_dir.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp")
+        )
         if not self.labels:
             raise FileNotFoundError(f"no label rasters in {self.label_dir}")
 
@@ -111,5 +138,6 @@ class SegmentationReader:
             else:
                 labels = decode_values(raw, self.values, str(path))
             stem = self._stem(path)
-            yield Sample(key=stem, image_path=find_image(self.image_dir, stem), target=labels,
-                         meta={"label_path": str(path)})
+            yield Sample(
+                key=stem, image_path=find_image(self.image_dir, stem), target=labels, meta={"label_path": str(path)}
+            )

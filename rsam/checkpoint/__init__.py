@@ -1,4 +1,5 @@
-"""Checkpoints: official ``.pth`` (safe, strict), rsam folders (safetensors + config.json), golden sets, text encoders."""
+"""Checkpoints: official ``.pth`` (safe, strict), rsam folders (safetensors + config.json), golden sets,
+text encoders."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def load_model(path: str | Path):
 
 
 __all__ = [
-    "CheckpointError", "load_model", "load_official_checkpoint", "load_pretrained", "load_strict", "safe_torch_load",
+    "CheckpointError",
+    "load_model",
+    "load_official_checkpoint",
+    "load_pretrained",
+    "load_strict",
+    "safe_torch_load",
     "save_pretrained",
 ]

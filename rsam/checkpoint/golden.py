@@ -62,23 +62,37 @@ def config_from_golden(data: dict[str, Any], image_size: tuple[int, int] | None 
         image_size = sorted(sizes)[0] if sizes else (896, 896)
     pwam = bb.get("pwam", {})
     swin = SwinConfig(
-        embed_dim=bb["embed_dim"], depths=tuple(bb["depths"]), num_heads=tuple(bb["num_heads"]),
-        window_size=bb["window_size"], patch_size=bb.get("patch_size", 4), mlp_ratio=float(bb["mlp_ratio"]),
-        qkv_bias=bb.get("qkv_bias", True), drop_path_rate=bb.get("drop_path_rate", 0.3),
+        embed_dim=bb["embed_dim"],
+        depths=tuple(bb["depths"]),
+        num_heads=tuple(bb["num_heads"]),
+        window_size=bb["window_size"],
+        patch_size=bb.get("patch_size", 4),
+        mlp_ratio=float(bb["mlp_ratio"]),
+        qkv_bias=bb.get("qkv_bias", True),
+        drop_path_rate=bb.get("drop_path_rate", 0.3),
         layer_norm_eps=_eps_from(bb.get("norm_layer"), 1e-5),
     )
     text = TextConfig(
-        vocab_size=te["vocab_size"], hidden_size=te["hidden_size"], num_layers=te["num_hidden_layers"],
-        num_heads=te["num_attention_heads"], intermediate_size=te["intermediate_size"],
-        max_position_embeddings=te["max_position_embeddings"], type_vocab_size=te.get("type_vocab_size", 2),
-        layer_norm_eps=te.get("layer_norm_eps", 1e-12), hidden_dropout=te.get("hidden_dropout_prob", 0.1),
-        attention_dropout=te.get("attention_probs_dropout_prob", 0.1), pad_token_id=te.get("pad_token_id", 0),
+        vocab_size=te["vocab_size"],
+        hidden_size=te["hidden_size"],
+        num_layers=te["num_hidden_layers"],
+        num_heads=te["num_attention_heads"],
+        intermediate_size=te["intermediate_size"],
+        max_position_embeddings=te["max_position_embeddings"],
+        type_vocab_size=te.get("type_vocab_size", 2),
+        layer_norm_eps=te.get("layer_norm_eps", 1e-12),
+        hidden_dropout=te.get("hidden_dropout_prob", 0.1),
+        attention_dropout=te.get("attention_probs_dropout_prob", 0.1),
+        pad_token_id=te.get("pad_token_id", 0),
     )
     cim = bb.get("cim", {})
     return RemoteSAMConfig(
-        image_size=tuple(image_size), swin=swin, text=text,
+        image_size=tuple(image_size),
+        swin=swin,
+        text=text,
         pwam_heads=tuple(pwam.get("num_heads_fusion", [1] * len(swin.depths))),
-        fusion_drop=pwam.get("fusion_drop", 0.0), cim_layers=cim.get("num_layers", 1),
+        fusion_drop=pwam.get("fusion_drop", 0.0),
+        cim_layers=cim.get("num_layers", 1),
         max_tokens=te.get("max_tokens", 20),
     )
 

@@ -9,8 +9,8 @@ loaded strictly. Any state_dict key outside ``model.`` is an error (the module k
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from rsam.checkpoint.official import CheckpointError, load_strict, safe_torch_load
 from rsam.models import RemoteSAM, RemoteSAMConfig, build_model
@@ -26,9 +26,10 @@ def network_state(state: Mapping, source: str) -> dict:
     foreign = sorted(k for k in state if not str(k).startswith(NETWORK_PREFIX))
     if foreign:
         shown = ", ".join(foreign[:10]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 10 else "")
-        raise CheckpointError(f"{source}: state_dict keys outside '{NETWORK_PREFIX}' (not an rsam LightningModule "
-                              f"checkpoint?): {shown}")
-    return {k[len(NETWORK_PREFIX):]: v for k, v in state.items()}
+        raise CheckpointError(
+            f"{source}: state_dict keys outside '{NETWORK_PREFIX}' (not an rsam LightningModule checkpoint?): {shown}"
+        )
+    return {k[len(NETWORK_PREFIX) :]: v for k, v in state.items()}
 
 
 def load_lightning_network(path: str | Path) -> RemoteSAM:
@@ -36,8 +37,10 @@ def load_lightning_network(path: str | Path) -> RemoteSAM:
     path = Path(path)
     obj = safe_torch_load(path)
     if not isinstance(obj, Mapping) or "state_dict" not in obj:
-        raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict'); official checkpoints are "
-                              ".pth files, rsam models are folders")
+        raise CheckpointError(
+            f"{path}: not a Lightning checkpoint (no 'state_dict'); official checkpoints are "
+            ".pth files, rsam models are folders"
+        )
     config = (obj.get("hyper_parameters") or {}).get("model_config")
     if not isinstance(config, Mapping):
         raise CheckpointError(f"{path}: no hyper_parameters.model_config (not written by `rsam fit`?)")

@@ -14,8 +14,9 @@ import logging
 import math
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -65,7 +66,7 @@ def normalize_official_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torc
     out = {}
     for key, value in state.items():
         if key.startswith(MODULE_PREFIX):
-            key = key[len(MODULE_PREFIX):]
+            key = key[len(MODULE_PREFIX) :]
         if key in POOLER_KEYS:
             continue
         out[key] = value
@@ -77,11 +78,18 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    mis_shaped = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                        for k, v in expected.items() if k in state and state[k].shape != v.shape)
+    mis_shaped = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    )
     if missing or unexpected or mis_shaped:
         parts = []
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mis_shaped)):
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mis_shaped),
+        ):
             if items:
                 shown = ", ".join(items[:20]) + (f", ... ({len(items)} in all)" if len(items) > 20 else "")
                 parts.append(f"{label}: {shown}")
@@ -94,13 +102,15 @@ def _count(state: Mapping[str, torch.Tensor], pattern: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def infer_config(state: Mapping[str, torch.Tensor], args: Any = None,
-                 overrides: RemoteSAMConfig | None = None) -> RemoteSAMConfig:
+def infer_config(
+    state: Mapping[str, torch.Tensor], args: Any = None, overrides: RemoteSAMConfig | None = None
+) -> RemoteSAMConfig:
     """Architecture from tensor shapes; head counts and image size from ``args`` (official Namespace) or ``overrides``.
 
     Inferred: embed dim, patch size, depths, window, Swin heads (bias-table columns), mlp ratio, text widths/layers/
     vocab/positions. Not inferable from shapes: PWAM heads (``args.mha``), BERT heads (``args.ck_bert`` name).
     """
+
     def need(key):
         if key not in state:
             raise CheckpointError(f"cannot infer the architecture: key {key!r} is missing")
@@ -112,8 +122,9 @@ def infer_config(state: Mapping[str, torch.Tensor], args: Any = None,
     depths = tuple(_count(state, rf"backbone\.layers\.{i}\.blocks\.(\d+)\.") for i in range(num_stages))
     table = need("backbone.layers.0.blocks.0.attn.relative_position_bias_table")
     window = (math.isqrt(table.shape[0]) + 1) // 2
-    swin_heads = tuple(need(f"backbone.layers.{i}.blocks.0.attn.relative_position_bias_table").shape[1]
-                       for i in range(num_stages))
+    swin_heads = tuple(
+        need(f"backbone.layers.{i}.blocks.0.attn.relative_position_bias_table").shape[1] for i in range(num_stages)
+    )
     mlp_ratio = need("backbone.layers.0.blocks.0.mlp.fc1.weight").shape[0] / embed_dim
     words = need("text_encoder.embeddings.word_embeddings.weight")
     text_layers = _count(state, r"text_encoder\.encoder\.layer\.(\d+)\.")
@@ -130,7 +141,8 @@ def infer_config(state: Mapping[str, torch.Tensor], args: Any = None,
         bert_name = str(args_dict.get("ck_bert", "bert-base-uncased"))
         if bert_name not in KNOWN_BERT_HEADS:
             raise CheckpointError(
-                f"cannot tell the text encoder's head count (args.ck_bert={bert_name!r}); pass an explicit config")
+                f"cannot tell the text encoder's head count (args.ck_bert={bert_name!r}); pass an explicit config"
+            )
         text_heads = KNOWN_BERT_HEADS[bert_name]
         img = args_dict.get("img_size", 896)
         image_size = (int(img), int(img))
@@ -140,21 +152,36 @@ def infer_config(state: Mapping[str, torch.Tensor], args: Any = None,
             side = math.isqrt(grid_tokens.shape[0])
             image_size = (side * patch * 2 ** (num_stages - 1),) * 2
     swin = SwinConfig(
-        embed_dim=embed_dim, depths=depths, num_heads=swin_heads, window_size=window, patch_size=patch,
-        mlp_ratio=mlp_ratio, qkv_bias="backbone.layers.0.blocks.0.attn.qkv.bias" in state,
-        drop_path_rate=base.swin.drop_path_rate, layer_norm_eps=base.swin.layer_norm_eps,
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=swin_heads,
+        window_size=window,
+        patch_size=patch,
+        mlp_ratio=mlp_ratio,
+        qkv_bias="backbone.layers.0.blocks.0.attn.qkv.bias" in state,
+        drop_path_rate=base.swin.drop_path_rate,
+        layer_norm_eps=base.swin.layer_norm_eps,
     )
     text = TextConfig(
-        vocab_size=words.shape[0], hidden_size=words.shape[1], num_layers=text_layers, num_heads=text_heads,
+        vocab_size=words.shape[0],
+        hidden_size=words.shape[1],
+        num_layers=text_layers,
+        num_heads=text_heads,
         intermediate_size=need("text_encoder.encoder.layer.0.intermediate.dense.weight").shape[0]
-        if text_layers else base.text.intermediate_size,
+        if text_layers
+        else base.text.intermediate_size,
         max_position_embeddings=need("text_encoder.embeddings.position_embeddings.weight").shape[0],
         type_vocab_size=need("text_encoder.embeddings.token_type_embeddings.weight").shape[0],
         layer_norm_eps=base.text.layer_norm_eps,
     )
     return RemoteSAMConfig(
-        image_size=image_size, swin=swin, text=text, pwam_heads=pwam_heads, fusion_drop=fusion_drop,
-        cim_layers=_count(state, r"backbone\.cim\.block\.(\d+)\.") or 1, max_tokens=base.max_tokens,
+        image_size=image_size,
+        swin=swin,
+        text=text,
+        pwam_heads=pwam_heads,
+        fusion_drop=fusion_drop,
+        cim_layers=_count(state, r"backbone\.cim\.block\.(\d+)\.") or 1,
+        max_tokens=base.max_tokens,
         num_classes=need("classifier.conv1_1.weight").shape[0],
     )
 
@@ -170,7 +197,9 @@ def load_official_checkpoint(path: str | Path, config: RemoteSAMConfig | None = 
     model = build_model(cfg)
     load_strict(model, state, str(path))
     model.eval()
-    info = {"epoch": obj.get("epoch") if isinstance(obj, Mapping) else None,
-            "has_optimizer": isinstance(obj, Mapping) and "optimizer" in obj}
+    info = {
+        "epoch": obj.get("epoch") if isinstance(obj, Mapping) else None,
+        "has_optimizer": isinstance(obj, Mapping) and "optimizer" in obj,
+    }
     log.info("loaded %s (%d tensors, epoch %s)", path, len(state), info["epoch"])
     return model, cfg, info

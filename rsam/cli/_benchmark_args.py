@@ -36,19 +36,36 @@ def _add(parser: argparse.ArgumentParser, *flags: str, **options) -> None:
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("benchmark evaluation (rsam test --benchmark)")
-    group.add_argument("--benchmark", default=None, metavar="NAME",
-                       help="registered benchmark (e.g. rrsisd, isaid-seg, dior-det, dota-v2-obb, dior-mlc)")
+    group.add_argument(
+        "--benchmark",
+        default=None,
+        metavar="NAME",
+        help="registered benchmark (e.g. rrsisd, isaid-seg, dior-det, dota-v2-obb, dior-mlc)",
+    )
     group.add_argument("--data", default=None, metavar="PATH", help="the benchmark's data folder")
-    group.add_argument("--ckpt", default=None, metavar="CKPT",
-                       help="rsam model folder, official .pth, or Lightning .ckpt written by rsam fit")
-    group.add_argument("--out", default=None, metavar="DIR",
-                       help=f"folder for results.md / results.json and the wandb run (default {DEFAULT_OUT}/NAME)")
+    group.add_argument(
+        "--ckpt",
+        default=None,
+        metavar="CKPT",
+        help="rsam model folder, official .pth, or Lightning .ckpt written by rsam fit",
+    )
+    group.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help=f"folder for results.md / results.json and the wandb run (default {DEFAULT_OUT}/NAME)",
+    )
     group.add_argument("--split", default=None, help="split to evaluate (default: the benchmark's own)")
     group.add_argument("--devices", type=_devices, default=1, help="number of devices, or indices like 0,1")
     group.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "cuda"))
     group.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, bf16-mixed")
-    group.add_argument("--chunk-size", dest="chunk_size", type=int, default=8,
-                       help="prompts per forward pass (all prompts of an image run in chunks of this size)")
+    group.add_argument(
+        "--chunk-size",
+        dest="chunk_size",
+        type=int,
+        default=8,
+        help="prompts per forward pass (all prompts of an image run in chunks of this size)",
+    )
     group.add_argument("--num-workers", dest="num_workers", type=int, default=2, help="image-loading workers per rank")
     group.add_argument("--limit", type=int, default=None, help="only the first N samples (smoke runs)")
     group.add_argument("--wandb-project", dest="wandb_project", default="rsam-benchmarks")
@@ -62,17 +79,40 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     from rsam.lit.benchmark import run_benchmark_test
 
-    missing = [flag for flag, value in (("--benchmark", args.benchmark), ("--data", args.data),
-                                        ("--ckpt", args.ckpt)) if not value]
+    missing = [
+        flag
+        for flag, value in (("--benchmark", args.benchmark), ("--data", args.data), ("--ckpt", args.ckpt))
+        if not value
+    ]
     if missing:
         raise ValueError(f"benchmark evaluation needs {', '.join(missing)}")
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / args.benchmark
     payload = run_benchmark_test(
-        args.benchmark, args.data, args.ckpt, out, devices=args.devices, accelerator=args.accelerator,
-        precision=args.precision, split=args.split, use_wandb=getattr(args, "wandb", True),
-        wandb_project=args.wandb_project, limit=args.limit, chunk_size=args.chunk_size, num_workers=args.num_workers)
+        args.benchmark,
+        args.data,
+        args.ckpt,
+        out,
+        devices=args.devices,
+        accelerator=args.accelerator,
+        precision=args.precision,
+        split=args.split,
+        use_wandb=getattr(args, "wandb", True),
+        wandb_project=args.wandb_project,
+        limit=args.limit,
+        chunk_size=args.chunk_size,
+        num_workers=args.num_workers,
+    )
     if rank_zero_only.rank == 0:
         headline = {key: value for key, value in payload["metrics"].items() if not isinstance(value, (dict, list))}
-        print(json.dumps({"command": "test", "benchmark": payload["benchmark"], "metrics": headline,
-                          "files": payload.get("files"), "seconds": payload["seconds"]}))
+        print(
+            json.dumps(
+                {
+                    "command": "test",
+                    "benchmark": payload["benchmark"],
+                    "metrics": headline,
+                    "files": payload.get("files"),
+                    "seconds": payload["seconds"],
+                }
+            )
+        )
     return 0

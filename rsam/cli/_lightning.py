@@ -12,10 +12,18 @@ log = logging.getLogger(__name__)
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, ckpt_help: str) -> argparse.ArgumentParser:
-    parser.add_argument("--config", "-c", default="demo",
-                        help="recipe YAML, or a bundled recipe name (demo, remotesam-270k, finetune); default demo")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted recipe overrides, e.g. trainer.max_steps=10 data.batch_size=4")
+    parser.add_argument(
+        "--config",
+        "-c",
+        default="demo",
+        help="recipe YAML, or a bundled recipe name (demo, remotesam-270k, finetune); default demo",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted recipe overrides, e.g. trainer.max_steps=10 data.batch_size=4",
+    )
     parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", default=None, help=ckpt_help)
     parser.add_argument("--no-wandb", dest="wandb", action="store_false", help="turn the wandb logger off")
     return parser
@@ -74,8 +82,20 @@ def finish(session: Session, extra: dict | None = None) -> int:
     trainer = session.trainer
     _close_wandb()
     if trainer.is_global_zero:
-        metrics = {key: round(float(value), 6) for key, value in sorted(trainer.callback_metrics.items())
-                   if not key.endswith("_step") and key.split("/")[0] in ("train", "val", "test")}
-        print(json.dumps({"command": session.command, "step": trainer.global_step, **(extra or {}),
-                          "metrics": metrics, "seconds": round(time.time() - session.started, 1)}))
+        metrics = {
+            key: round(float(value), 6)
+            for key, value in sorted(trainer.callback_metrics.items())
+            if not key.endswith("_step") and key.split("/")[0] in ("train", "val", "test")
+        }
+        print(
+            json.dumps(
+                {
+                    "command": session.command,
+                    "step": trainer.global_step,
+                    **(extra or {}),
+                    "metrics": metrics,
+                    "seconds": round(time.time() - session.started, 1),
+                }
+            )
+        )
     return 0

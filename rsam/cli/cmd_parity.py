@@ -8,9 +8,11 @@ import json
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "parity", help="run a golden set (official-code outputs) and report max |diff| per case",
+        "parity",
+        help="run a golden set (official-code outputs) and report max |diff| per case",
         description="Builds the model from the golden config, loads the golden int8x2^-e weights strictly, runs every "
-                    "case and prints one JSON line per case. Exit 0 only if every logits diff is <= 1e-4.")
+        "case and prints one JSON line per case. Exit 0 only if every logits diff is <= 1e-4.",
+    )
     parser.add_argument("--config", required=True, help="golden config JSON (shared/reference schema)")
     parser.add_argument("--weights", required=True, help="golden weights (.safetensors, int8 x 2^-e encoding)")
     parser.add_argument("--golden", required=True, help="golden arrays (.npz with caseN_* keys)")

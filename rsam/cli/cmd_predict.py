@@ -13,10 +13,12 @@ log = logging.getLogger(__name__)
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "predict", help="write predicted masks and overlays for a split",
+        "predict",
+        help="write predicted masks and overlays for a split",
         description="For the first predict.max_samples samples of data.predict_split (default data.test_split), "
-                    "writes NNNN_overlay.png (prediction | ground truth, captioned) and NNNN_mask.png to "
-                    "predict.out_dir (default <trainer.default_root_dir>/predictions).")
+        "writes NNNN_overlay.png (prediction | ground truth, captioned) and NNNN_mask.png to "
+        "predict.out_dir (default <trainer.default_root_dir>/predictions).",
+    )
     return add_recipe_arguments(parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)")
 
 
@@ -33,8 +35,10 @@ def write_predictions(outputs: list[dict], out_dir: Path, max_samples: int | Non
             if not bool(batch["valid"][i]) or (max_samples is not None and written >= max_samples):
                 continue
             text = batch["meta"][i].get("text", "")
-            save_png(overlay_pair(batch["image"][i], output["pred"][i], batch["mask"][i], text),
-                     out_dir / f"{written:04d}_overlay.png")
+            save_png(
+                overlay_pair(batch["image"][i], output["pred"][i], batch["mask"][i], text),
+                out_dir / f"{written:04d}_overlay.png",
+            )
             save_png(output["pred"][i].cpu().numpy().astype(np.uint8) * 255, out_dir / f"{written:04d}_mask.png")
             written += 1
     return written

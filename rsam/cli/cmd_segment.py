@@ -10,13 +10,19 @@ from pathlib import Path
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "segment", help="segment what expressions refer to in an image; write PNG overlays",
+        "segment",
+        help="segment what expressions refer to in an image; write PNG overlays",
         description="Runs the model on IMAGE once per expression (batched), with the official post-processing, and "
-                    "writes OUT/<i>_<expression>.png overlays plus OUT/<i>_<expression>_mask.png.")
+        "writes OUT/<i>_<expression>.png overlays plus OUT/<i>_<expression>_mask.png.",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="rsam model folder (config.json + model.safetensors) or official .pth")
-    source.add_argument("--golden", nargs=2, metavar=("CONFIG_JSON", "WEIGHTS"),
-                        help="a golden set's config and int8x2^-e weights (shared/reference format)")
+    source.add_argument(
+        "--golden",
+        nargs=2,
+        metavar=("CONFIG_JSON", "WEIGHTS"),
+        help="a golden set's config and int8x2^-e weights (shared/reference format)",
+    )
     parser.add_argument("--image", required=True, help="image file (any format Pillow reads)")
     parser.add_argument("--text", action="append", required=True, help="expression (repeat for several)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -56,9 +62,24 @@ def run(args) -> int:
         stem = f"{i:02d}_" + re.sub(r"[^A-Za-z0-9]+", "_", pred.expression).strip("_")[:60]
         save_png(captioned(overlay_mask(rgb, pred.mask), pred.expression), out / f"{stem}.png")
         save_png(pred.mask * 255, out / f"{stem}_mask.png")
-        print(json.dumps({"expression": pred.expression, "overlay": str(out / f"{stem}.png"),
-                          "foreground_fraction": round(float(pred.mask.mean()), 4),
-                          "max_prob": round(float(pred.prob.max()), 4)}))
-    print(json.dumps({"image": str(args.image), "image_hw": list(rgb.shape[:2]), "expressions": len(predictions),
-                      "seconds": round(seconds, 2)}))
+        print(
+            json.dumps(
+                {
+                    "expression": pred.expression,
+                    "overlay": str(out / f"{stem}.png"),
+                    "foreground_fraction": round(float(pred.mask.mean()), 4),
+                    "max_prob": round(float(pred.prob.max()), 4),
+                }
+            )
+        )
+    print(
+        json.dumps(
+            {
+                "image": str(args.image),
+                "image_hw": list(rgb.shape[:2]),
+                "expressions": len(predictions),
+                "seconds": round(seconds, 2),
+            }
+        )
+    )
     return 0

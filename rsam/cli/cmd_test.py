@@ -10,9 +10,11 @@ from rsam.cli._lightning import add_recipe_arguments, finish, start
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "test", help="evaluate a checkpoint on the test split or on a registered benchmark",
+        "test",
+        help="evaluate a checkpoint on the test split or on a registered benchmark",
         description="With --config: oIoU, mIoU, Prec@0.5..0.9 on data.test_split. With --benchmark NAME --data PATH "
-                    "--ckpt CKPT: the paper's metrics for that benchmark, written as Markdown + JSON tables.")
+        "--ckpt CKPT: the paper's metrics for that benchmark, written as Markdown + JSON tables.",
+    )
     add_recipe_arguments(parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)")
     return add_benchmark_arguments(parser)
 

@@ -8,8 +8,11 @@ from rsam.cli._lightning import add_recipe_arguments, finish, start
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("validate", help="evaluate a checkpoint on the validation split",
-                                   description="oIoU, mIoU, Prec@0.5..0.9 on data.val_split.")
+    parser = subparsers.add_parser(
+        "validate",
+        help="evaluate a checkpoint on the validation split",
+        description="oIoU, mIoU, Prec@0.5..0.9 on data.val_split.",
+    )
     return add_recipe_arguments(parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)")
 
 

@@ -61,8 +61,18 @@ def cpu_sync_group():
 class BenchmarkTestModule(pl.LightningModule):
     """Test loop of one benchmark; after ``trainer.test`` the metrics are in :attr:`result` (same on every rank)."""
 
-    def __init__(self, model: RemoteSAM, reader, evaluator: Evaluator, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 at_model_size: bool = True, limit: int | None = None, batch_size: int = 1, num_workers: int = 0):
+    def __init__(
+        self,
+        model: RemoteSAM,
+        reader,
+        evaluator: Evaluator,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        at_model_size: bool = True,
+        limit: int | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+    ):
         super().__init__()
         self.model = model
         self.reader, self.evaluator = reader, evaluator  # plain objects: the metric stays on the CPU
@@ -75,8 +85,13 @@ class BenchmarkTestModule(pl.LightningModule):
 
     def test_dataloader(self) -> DataLoader:
         share = RankShare(self.reader, self.global_rank, self.trainer.world_size, self.limit)
-        log.info("rank %d/%d: %d of %d samples (padded share)", self.global_rank, self.trainer.world_size,
-                 len(share), share.total)
+        log.info(
+            "rank %d/%d: %d of %d samples (padded share)",
+            self.global_rank,
+            self.trainer.world_size,
+            len(share),
+            share.total,
+        )
         return DataLoader(share, batch_size=self.batch_size, collate_fn=collate_items, num_workers=self.num_workers)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
@@ -136,8 +151,9 @@ def _wandb_logger(use_wandb: bool, out_dir: Path, name: str, project: str):
     from lightning.pytorch.loggers import WandbLogger
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(project=project, name=f"test-{name}", save_dir=str(out_dir), offline=mode == "offline",
-                       mode=mode)
+    return WandbLogger(
+        project=project, name=f"test-{name}", save_dir=str(out_dir), offline=mode == "offline", mode=mode
+    )
 
 
 def _log_table(logger, name: str, result: dict, metrics) -> None:
@@ -146,12 +162,26 @@ def _log_table(logger, name: str, result: dict, metrics) -> None:
     logger.experiment.finish()
 
 
-def run_benchmark_test(benchmark: str, data: str | Path, ckpt: str | Path, out_dir: str | Path, *, devices=1,
-                       accelerator: str = "auto", precision: str = "32-true", split: str | None = None,
-                       use_wandb: bool = True, wandb_project: str = WANDB_PROJECT, limit: int | None = None,
-                       chunk_size: int = DEFAULT_CHUNK_SIZE, batch_size: int = 1, num_workers: int = 0,
-                       at_model_size: bool = True, evaluator_options: dict | None = None,
-                       progress_bar: bool = True) -> dict:
+def run_benchmark_test(
+    benchmark: str,
+    data: str | Path,
+    ckpt: str | Path,
+    out_dir: str | Path,
+    *,
+    devices=1,
+    accelerator: str = "auto",
+    precision: str = "32-true",
+    split: str | None = None,
+    use_wandb: bool = True,
+    wandb_project: str = WANDB_PROJECT,
+    limit: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    at_model_size: bool = True,
+    evaluator_options: dict | None = None,
+    progress_bar: bool = True,
+) -> dict:
     """Evaluate checkpoint ``ckpt`` on ``benchmark`` read from ``data``; returns the payload of ``results.json``
     (``{"benchmark", "task", ..., "metrics": {...}}``) plus ``"files"`` (rank 0 writes them).
 
@@ -166,20 +196,46 @@ def run_benchmark_test(benchmark: str, data: str | Path, ckpt: str | Path, out_d
     reader = spec.reader(data, split)
     model = load_any_model(ckpt)
     evaluator = spec.evaluator(**(evaluator_options or {}))
-    module = BenchmarkTestModule(model, reader, evaluator, chunk_size=chunk_size, at_model_size=at_model_size,
-                                 limit=limit, batch_size=batch_size, num_workers=num_workers)
+    module = BenchmarkTestModule(
+        model,
+        reader,
+        evaluator,
+        chunk_size=chunk_size,
+        at_model_size=at_model_size,
+        limit=limit,
+        batch_size=batch_size,
+        num_workers=num_workers,
+    )
     out = Path(out_dir)
     logger = _wandb_logger(use_wandb, out, spec.name, wandb_project)
     accelerator = _accelerator(accelerator)
-    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=_strategy(devices), precision=precision,
-                         logger=logger or False, default_root_dir=str(out), enable_checkpointing=False,
-                         enable_model_summary=False, use_distributed_sampler=False, enable_progress_bar=progress_bar)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=_strategy(devices),
+        precision=precision,
+        logger=logger or False,
+        default_root_dir=str(out),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        enable_progress_bar=progress_bar,
+    )
     trainer.test(module, verbose=False)
     result = module.result
-    info = {"task": spec.task, "split": split or spec.default_split, "data": str(data), "ckpt": str(ckpt),
-            "limit": limit, "world_size": trainer.world_size, "accelerator": accelerator, "precision": precision,
-            "chunk_size": chunk_size, "maps_at_model_size": at_model_size,
-            "seconds": round(time.time() - started, 2)}
+    info = {
+        "task": spec.task,
+        "split": split or spec.default_split,
+        "data": str(data),
+        "ckpt": str(ckpt),
+        "limit": limit,
+        "world_size": trainer.world_size,
+        "accelerator": accelerator,
+        "precision": precision,
+        "chunk_size": chunk_size,
+        "maps_at_model_size": at_model_size,
+        "seconds": round(time.time() - started, 2),
+    }
     payload = {"benchmark": spec.name, **info, "metrics": result}
     if trainer.is_global_zero:
         markdown, data_file = write_results(out, spec.name, result, spec.metrics, info)

@@ -115,8 +115,7 @@ def resolve_ckpt_path(recipe: DictConfig, ckpt_path: str | None) -> str | None:
 def wandb_active(recipe: DictConfig, use_wandb: bool) -> bool:
     """wandb is on unless ``--no-wandb``, ``wandb.enabled=false``, ``wandb.mode=disabled`` or WANDB_MODE=disabled."""
     settings = recipe.wandb
-    return (use_wandb and settings.enabled and settings.mode != "disabled"
-            and os.environ.get("WANDB_MODE") != "disabled")
+    return use_wandb and settings.enabled and settings.mode != "disabled" and os.environ.get("WANDB_MODE") != "disabled"
 
 
 def build_loggers(recipe: DictConfig, use_wandb: bool) -> list:
@@ -130,9 +129,16 @@ def build_loggers(recipe: DictConfig, use_wandb: bool) -> list:
         # the mode is passed explicitly: rsam never logs in; offline runs never open a network connection
         save_dir = Path(settings.save_dir or run_dir(recipe))
         save_dir.mkdir(parents=True, exist_ok=True)
-        loggers.append(WandbLogger(project=settings.project, name=settings.name or recipe.name,
-                                   save_dir=str(save_dir), offline=settings.mode == "offline",
-                                   mode=settings.mode, config=OmegaConf.to_container(recipe, resolve=True)))
+        loggers.append(
+            WandbLogger(
+                project=settings.project,
+                name=settings.name or recipe.name,
+                save_dir=str(save_dir),
+                offline=settings.mode == "offline",
+                mode=settings.mode,
+                config=OmegaConf.to_container(recipe, resolve=True),
+            )
+        )
     return loggers
 
 
@@ -143,9 +149,17 @@ def build_callbacks(recipe: DictConfig, use_wandb: bool, fitting: bool) -> list[
     callbacks: list[pl.Callback] = []
     if fitting:
         ckpt = recipe.checkpoint
-        callbacks.append(ModelCheckpoint(
-            dirpath=str(checkpoint_dir(recipe)), filename=BEST_FILENAME, monitor=ckpt.monitor, mode=ckpt.mode,
-            save_top_k=ckpt.save_top_k, save_last=ckpt.save_last, auto_insert_metric_name=False))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=str(checkpoint_dir(recipe)),
+                filename=BEST_FILENAME,
+                monitor=ckpt.monitor,
+                mode=ckpt.mode,
+                save_top_k=ckpt.save_top_k,
+                save_last=ckpt.save_last,
+                auto_insert_metric_name=False,
+            )
+        )
         callbacks.append(StepSeeding(recipe.seed))
         callbacks.append(PreemptionCheckpoint(checkpoint_dir(recipe) / "last.ckpt"))
     if wandb_active(recipe, use_wandb) and recipe.wandb.panel_samples > 0:
@@ -177,8 +191,9 @@ def build_trainer(recipe: DictConfig, *, use_wandb: bool = True, fitting: bool =
     options = OmegaConf.to_container(recipe.trainer)
     options["strategy"] = _strategy(recipe)
     options = {key: value for key, value in options.items() if value is not None}
-    return pl.Trainer(logger=build_loggers(recipe, use_wandb), callbacks=build_callbacks(recipe, use_wandb, fitting),
-                      **options)
+    return pl.Trainer(
+        logger=build_loggers(recipe, use_wandb), callbacks=build_callbacks(recipe, use_wandb, fitting), **options
+    )
 
 
 def prepare_process(recipe: DictConfig) -> None:

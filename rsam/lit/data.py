@@ -4,8 +4,9 @@ resizing every image again each epoch would cost as much as the training step on
 
 from __future__ import annotations
 
-from datamodules.remotesam_shards import RemoteSAMShardDataModule
 from omegaconf import DictConfig
+
+from datamodules.remotesam_shards import RemoteSAMShardDataModule
 
 
 class DecodedCache:
@@ -42,9 +43,15 @@ def build_datamodule(recipe: DictConfig, **overrides) -> RemoteSAMShardDataModul
     data = recipe.data
     klass = CachedShardDataModule if data.cache_decoded else RemoteSAMShardDataModule
     options = dict(
-        image_size=tuple(recipe.model.image_size), batch_size=data.batch_size,
-        num_workers=data.num_workers, samples_per_rank=data.samples_per_rank, seed=data.seed,
-        train_split=data.train_split, val_split=data.val_split, test_split=data.test_split,
-        vocab_file=data.vocab_file, mix_shards=data.mix_shards,
+        image_size=tuple(recipe.model.image_size),
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        samples_per_rank=data.samples_per_rank,
+        seed=data.seed,
+        train_split=data.train_split,
+        val_split=data.val_split,
+        test_split=data.test_split,
+        vocab_file=data.vocab_file,
+        mix_shards=data.mix_shards,
     )
     return klass(list(data.dirs), **{**options, **overrides})

@@ -31,9 +31,16 @@ log = logging.getLogger(__name__)
 
 ZERO_KIND = "one-to-zero"
 DEFAULT_OPTIM = {
-    "lr": 3e-5, "weight_decay": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False, "poly_power": 0.9,
-    "trained_text_layers": OFFICIAL_TRAINED_TEXT_LAYERS, "dice_weight": OFFICIAL_DICE_WEIGHT,
-    "class_weights": OFFICIAL_CLASS_WEIGHTS, "dice_smooth": OFFICIAL_DICE_SMOOTH,
+    "lr": 3e-5,
+    "weight_decay": 1e-2,
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+    "amsgrad": False,
+    "poly_power": 0.9,
+    "trained_text_layers": OFFICIAL_TRAINED_TEXT_LAYERS,
+    "dice_weight": OFFICIAL_DICE_WEIGHT,
+    "class_weights": OFFICIAL_CLASS_WEIGHTS,
+    "dice_smooth": OFFICIAL_DICE_SMOOTH,
 }
 
 
@@ -83,8 +90,9 @@ class RemoteSAMModule(pl.LightningModule):
             raise ValueError(f"unknown optimisation settings: {unknown}")
         self.model = build_model(RemoteSAMConfig.from_dict(model_config))
         self.param_groups = official_param_groups(self.model, int(self.optim["trained_text_layers"]))
-        self.criterion = SegmentationLoss(self.optim["dice_weight"], self.optim["class_weights"],
-                                          self.optim["dice_smooth"])
+        self.criterion = SegmentationLoss(
+            self.optim["dice_weight"], self.optim["class_weights"], self.optim["dice_smooth"]
+        )
         self.val_metrics = EvalMetrics()
         self.test_metrics = EvalMetrics()
 
@@ -110,8 +118,12 @@ class RemoteSAMModule(pl.LightningModule):
         from rsam.lit.strategies import offloads_optimizer
 
         groups = self.param_groups.optimizer_groups(self.optim["weight_decay"])
-        common = dict(lr=self.optim["lr"], betas=tuple(self.optim["betas"]), eps=self.optim["eps"],
-                      weight_decay=self.optim["weight_decay"])
+        common = dict(
+            lr=self.optim["lr"],
+            betas=tuple(self.optim["betas"]),
+            eps=self.optim["eps"],
+            weight_decay=self.optim["weight_decay"],
+        )
         if offloads_optimizer(self.trainer.strategy):  # DeepSpeed runs the optimizer on the CPU: its CPU AdamW
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 

@@ -64,8 +64,9 @@ class ParamGroups:
         return out
 
 
-def official_param_groups(model: nn.Module, trained_text_layers: int = OFFICIAL_TRAINED_TEXT_LAYERS,
-                          freeze: bool = True) -> ParamGroups:
+def official_param_groups(
+    model: nn.Module, trained_text_layers: int = OFFICIAL_TRAINED_TEXT_LAYERS, freeze: bool = True
+) -> ParamGroups:
     """Split ``model``'s parameters by :func:`parameter_group`; with ``freeze``, unoptimised ones stop needing grad."""
     result = ParamGroups()
     for name, param in model.named_parameters():

@@ -55,8 +55,13 @@ class CPUDeepSpeedStrategy(RsamDeepSpeedStrategy):
 
         engine, ds_optimizer, _, _ = deepspeed.initialize(
             args=argparse.Namespace(device_rank=self.local_rank),
-            config=self.config, model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-            optimizer=optimizer, lr_scheduler=lr_scheduler, dist_init_required=False)
+            config=self.config,
+            model=model,
+            model_parameters=[p for p in model.parameters() if p.requires_grad],
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            dist_init_required=False,
+        )
         return engine, ds_optimizer
 
     def _initialize_deepspeed_inference(self, model) -> None:
@@ -69,12 +74,20 @@ class CPUDeepSpeedStrategy(RsamDeepSpeedStrategy):
             if key in self.config:
                 config[key] = self.config[key]
         if self.zero_stage_3:
-            config.update(zero_allow_untested_optimizer=self.config["zero_allow_untested_optimizer"],
-                          zero_optimization=self.config["zero_optimization"])
+            config.update(
+                zero_allow_untested_optimizer=self.config["zero_allow_untested_optimizer"],
+                zero_optimization=self.config["zero_optimization"],
+            )
         remove_module_hooks(model)
         self.model, _, _, _ = deepspeed.initialize(
-            args=argparse.Namespace(device_rank=self.local_rank), config=config, model=model, optimizer=None,
-            lr_scheduler=None, model_parameters=[], dist_init_required=False)
+            args=argparse.Namespace(device_rank=self.local_rank),
+            config=config,
+            model=model,
+            optimizer=None,
+            lr_scheduler=None,
+            model_parameters=[],
+            dist_init_required=False,
+        )
 
 
 def runs_on_cpu(accelerator: str) -> bool:

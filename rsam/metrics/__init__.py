@@ -15,7 +15,17 @@ from rsam.metrics.semseg import SemanticSegMetric
 from rsam.tasks.polygon import polygon_iou
 
 __all__ = [
-    "CaptionMetric", "CocoDetectionMetric", "CountingAccuracy", "GroundingMetric", "MultiLabelAccuracy",
-    "ReferringSegMetric", "SceneAccuracy", "SemanticSegMetric", "VocDetectionMetric", "box_iou", "caption_scores",
-    "cider", "polygon_iou",
+    "CaptionMetric",
+    "CocoDetectionMetric",
+    "CountingAccuracy",
+    "GroundingMetric",
+    "MultiLabelAccuracy",
+    "ReferringSegMetric",
+    "SceneAccuracy",
+    "SemanticSegMetric",
+    "VocDetectionMetric",
+    "box_iou",
+    "caption_scores",
+    "cider",
+    "polygon_iou",
 ]

@@ -23,14 +23,31 @@ import math
 import re
 import shutil
 from collections import defaultdict
-from typing import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 
 log = logging.getLogger(__name__)
 
-PUNCTUATIONS = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--",
-                "...", ";"}
+PUNCTUATIONS = {
+    "''",
+    "'",
+    "``",
+    "`",
+    "-LRB-",
+    "-RRB-",
+    "-LCB-",
+    "-RCB-",
+    ".",
+    "?",
+    "!",
+    ",",
+    ":",
+    "-",
+    "--",
+    "...",
+    ";",
+}
 CIDER_N = 4
 
 Corpus = Mapping[Hashable, Sequence[str]]
@@ -81,7 +98,7 @@ def _ngrams(sentence: str, n: int = CIDER_N) -> dict[tuple[str, ...], int]:
     counts: dict[tuple[str, ...], int] = defaultdict(int)
     for k in range(1, n + 1):
         for i in range(len(words) - k + 1):
-            counts[tuple(words[i:i + k])] += 1
+            counts[tuple(words[i : i + k])] += 1
     return counts
 
 
@@ -127,16 +144,19 @@ def _quiet(call, *args):
         return call(*args)
 
 
-def caption_scores(references: Corpus, hypotheses: Mapping[Hashable, str], *, meteor: bool = False,
-                   use_java: bool | None = None) -> dict:
+def caption_scores(
+    references: Corpus, hypotheses: Mapping[Hashable, str], *, meteor: bool = False, use_java: bool | None = None
+) -> dict:
     """All caption metrics for ``{id: [reference sentences]}`` and ``{id: hypothesis}`` (raw text)."""
     if not hypotheses:
         raise ValueError("captioning: no captions were given")
     missing = [key for key in references if key not in hypotheses]
     extra = [key for key in hypotheses if key not in references]
     if missing or extra:
-        raise ValueError(f"captioning: {len(missing)} images have no caption (e.g. {missing[:3]}), "
-                         f"{len(extra)} captions name unknown images (e.g. {extra[:3]})")
+        raise ValueError(
+            f"captioning: {len(missing)} images have no caption (e.g. {missing[:3]}), "
+            f"{len(extra)} captions name unknown images (e.g. {extra[:3]})"
+        )
     empty = [key for key, refs in references.items() if not refs]
     if empty:
         raise ValueError(f"captioning: images without reference captions: {empty[:5]}")

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
@@ -37,8 +37,9 @@ class MultiLabelAccuracy(Metric):
         if pred.ndim == 1:
             pred, target = pred[None], target[None]
         if pred.shape != target.shape or pred.ndim != 2 or pred.shape[1] != len(self.class_names):
-            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must be "
-                             f"(B, {len(self.class_names)})")
+            raise ValueError(
+                f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must be (B, {len(self.class_names)})"
+            )
         keep = valid_flags(valid, pred.shape[0], self.device)
         pred, target = pred[keep], target[keep]
         self.tp += (pred & target).sum(0)

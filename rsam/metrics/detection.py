@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -39,8 +39,14 @@ class CocoDetectionMetric(MeanAveragePrecision):
     """
 
     def __init__(self, class_names: Sequence[str], **kwargs):
-        super().__init__(box_format="xyxy", iou_type="bbox", class_metrics=True, extended_summary=True,
-                         backend="pycocotools", **kwargs)
+        super().__init__(
+            box_format="xyxy",
+            iou_type="bbox",
+            class_metrics=True,
+            extended_summary=True,
+            backend="pycocotools",
+            **kwargs,
+        )
         self.class_names = tuple(class_names)
 
     def update(self, preds, target) -> None:
@@ -82,8 +88,14 @@ class VocDetectionMetric(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, class_names: Sequence[str], box_kind: str = "poly", iou_threshold: float = IOU_THRESHOLD,
-                 use_07_metric: bool = True, **kwargs):
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        box_kind: str = "poly",
+        iou_threshold: float = IOU_THRESHOLD,
+        use_07_metric: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if box_kind not in ("poly", "hbb"):
             raise ValueError(f"box_kind must be 'poly' or 'hbb', got {box_kind!r}")
@@ -92,8 +104,17 @@ class VocDetectionMetric(Metric):
         self.width = 8 if box_kind == "poly" else 4
         self.iou_threshold = iou_threshold
         self.use_07_metric = use_07_metric
-        for name in ("det_boxes", "det_scores", "det_labels", "det_images",
-                     "gt_boxes", "gt_labels", "gt_difficult", "gt_images", "image_ids"):
+        for name in (
+            "det_boxes",
+            "det_scores",
+            "det_labels",
+            "det_images",
+            "gt_boxes",
+            "gt_labels",
+            "gt_difficult",
+            "gt_images",
+            "image_ids",
+        ):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self._images_seen = 0
 
@@ -107,8 +128,10 @@ class VocDetectionMetric(Metric):
         if boxes.numel() == 0:
             return torch.zeros(0, self.width, dtype=torch.float64)
         if boxes.ndim != 2 or boxes.shape[1] != self.width:
-            raise ValueError(f"{what} boxes must have shape (N, {self.width}) for box_kind={self.box_kind!r}, "
-                             f"got {tuple(boxes.shape)}")
+            raise ValueError(
+                f"{what} boxes must have shape (N, {self.width}) for box_kind={self.box_kind!r}, "
+                f"got {tuple(boxes.shape)}"
+            )
         return boxes
 
     def update(self, preds, target) -> None:
@@ -161,12 +184,16 @@ class VocDetectionMetric(Metric):
                 rows = grouped.get(int(image), [])
                 truth[int(image)] = ClassGroundTruth(gt_boxes[rows].reshape(-1, self.width), gt_difficult[rows])
             dets = [(int(det_images[i]), float(det_scores[i]), det_boxes[i]) for i in np.flatnonzero(det_labels == k)]
-            per_class[name] = class_average_precision(dets, truth, box_kind=self.box_kind,
-                                                      iou_threshold=self.iou_threshold,
-                                                      use_07_metric=self.use_07_metric)
+            per_class[name] = class_average_precision(
+                dets, truth, box_kind=self.box_kind, iou_threshold=self.iou_threshold, use_07_metric=self.use_07_metric
+            )
         scored = [v for v in per_class.values() if v is not None]
         if not scored:
             raise ValueError("detection: the ground truth holds no (non-difficult) box of any class, AP is undefined")
         key = f"AP{round(self.iou_threshold * 100)}"
-        return {key: float(np.mean(scored)), f"{key}_per_class": per_class,
-                "classes_with_ground_truth": len(scored), "images": int(images.numel())}
+        return {
+            key: float(np.mean(scored)),
+            f"{key}_per_class": per_class,
+            "classes_with_ground_truth": len(scored),
+            "images": int(images.numel()),
+        }

@@ -11,7 +11,7 @@ protocol has none: unknown colours are background).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
@@ -23,8 +23,13 @@ class SemanticSegMetric(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, class_names: Sequence[str], ignore_index: int | None = None,
-                 mean_classes: Sequence[int] | None = None, **kwargs):
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        ignore_index: int | None = None,
+        mean_classes: Sequence[int] | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.class_names = tuple(class_names)
         self.num_classes = len(self.class_names)
@@ -49,8 +54,9 @@ class SemanticSegMetric(Metric):
         n = self.num_classes
         for name, values in (("prediction", pred), ("target", target)):
             if values.numel() and (values.min() < 0 or values.max() >= n):
-                raise ValueError(f"{name} holds labels outside [0, {n}) (classes: {n}, ignore_index: "
-                                 f"{self.ignore_index})")
+                raise ValueError(
+                    f"{name} holds labels outside [0, {n}) (classes: {n}, ignore_index: {self.ignore_index})"
+                )
         self.confusion += torch.bincount(target * n + pred, minlength=n * n).reshape(n, n)
         self.images += pred.shape[0]
 

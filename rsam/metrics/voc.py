@@ -14,8 +14,8 @@ the pixel-inclusive horizontal extents; horizontal boxes (task 2) by the devkit'
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -37,8 +37,11 @@ def inclusive_hbb_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     iw = np.maximum(np.minimum(others[:, 2], box[2]) - np.maximum(others[:, 0], box[0]) + 1.0, 0.0)
     ih = np.maximum(np.minimum(others[:, 3], box[3]) - np.maximum(others[:, 1], box[1]) + 1.0, 0.0)
     inter = iw * ih
-    union = (box[2] - box[0] + 1.0) * (box[3] - box[1] + 1.0) + \
-        (others[:, 2] - others[:, 0] + 1.0) * (others[:, 3] - others[:, 1] + 1.0) - inter
+    union = (
+        (box[2] - box[0] + 1.0) * (box[3] - box[1] + 1.0)
+        + (others[:, 2] - others[:, 0] + 1.0) * (others[:, 3] - others[:, 1] + 1.0)
+        - inter
+    )
     return inter / union
 
 

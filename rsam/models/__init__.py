@@ -4,5 +4,11 @@ from rsam.models.config import RemoteSAMConfig, SwinConfig, TextConfig, minilm_t
 from rsam.models.remotesam import RemoteSAM, build_model
 
 __all__ = [
-    "RemoteSAM", "RemoteSAMConfig", "SwinConfig", "TextConfig", "build_model", "minilm_text_config", "official_config",
+    "RemoteSAM",
+    "RemoteSAMConfig",
+    "SwinConfig",
+    "TextConfig",
+    "build_model",
+    "minilm_text_config",
+    "official_config",
 ]

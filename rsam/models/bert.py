@@ -32,8 +32,11 @@ class BertEmbeddings(nn.Module):
         length = input_ids.shape[1]
         positions = torch.arange(length, device=input_ids.device)
         token_types = torch.zeros_like(input_ids)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)[None] + \
-            self.token_type_embeddings(token_types)
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)[None]
+            + self.token_type_embeddings(token_types)
+        )
         return self.dropout(self.LayerNorm(x))
 
 

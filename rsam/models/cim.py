@@ -66,8 +66,9 @@ class ScaleAwareGate(nn.Module):
         size = x_local.shape[-2:]
         local = self.bn1(self.local_embedding(x_local))
         glob = F.interpolate(self.bn2(self.global_embedding(x_global)), size=size, mode="bilinear", align_corners=False)
-        gate = F.interpolate(self.act(self.bn3(self.global_act(x_global))), size=size, mode="bilinear",
-                             align_corners=False)
+        gate = F.interpolate(
+            self.act(self.bn3(self.global_act(x_global))), size=size, mode="bilinear", align_corners=False
+        )
         return local * gate + glob
 
 

@@ -143,7 +143,7 @@ class RemoteSAMConfig:
         return json.loads(json.dumps(data))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RemoteSAMConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RemoteSAMConfig:
         data = dict(data)
         data.pop("format", None)
         known = {f.name for f in dataclasses.fields(cls)}
@@ -162,7 +162,7 @@ class RemoteSAMConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "RemoteSAMConfig":
+    def load(cls, path: str | Path) -> RemoteSAMConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 

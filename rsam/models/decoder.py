@@ -50,8 +50,20 @@ def _terms(theta: torch.Tensor) -> dict[str, torch.Tensor]:
     a, b, c = x - y, x * y, x + y
     zero, one = torch.zeros_like(x), torch.ones_like(x)
     return {
-        "0": zero, "1": one, "a": a, "1-a": 1 - a, "b": b, "-b": -b, "c": c, "1-c": 1 - c,
-        "x-b": x - b, "y-b": y - b, "1-c+b": 1 - c + b, "x+b": x + b, "b-y": b - y, "1-a-b": 1 - a - b,
+        "0": zero,
+        "1": one,
+        "a": a,
+        "1-a": 1 - a,
+        "b": b,
+        "-b": -b,
+        "c": c,
+        "1-c": 1 - c,
+        "x-b": x - b,
+        "y-b": y - b,
+        "1-c+b": 1 - c + b,
+        "x+b": x + b,
+        "b-y": b - y,
+        "1-a-b": 1 - a - b,
     }
 
 
@@ -94,8 +106,13 @@ class LayerNormProxy(nn.Module):
 
 
 class RoutingFunction(nn.Module):
-    def __init__(self, channels: int, kernel_number: int = 1, dropout: float = 0.2,
-                 rotation_range_deg: float = ROTATION_RANGE_DEG):
+    def __init__(
+        self,
+        channels: int,
+        kernel_number: int = 1,
+        dropout: float = 0.2,
+        rotation_range_deg: float = ROTATION_RANGE_DEG,
+    ):
         super().__init__()
         self.dwc = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
         self.norm = LayerNormProxy(channels)

@@ -26,9 +26,21 @@ from rsam.models.swin import PatchEmbed, PatchMerging, SwinBlock, shifted_window
 class MultiModalStage(nn.Module):
     """Official ``MMBasicLayer``: Swin blocks, then PWAM + intra-scale branch, gated residual, PatchMerging."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float, qkv_bias: bool,
-                 drop_path: list[float], eps: float, l_channels: int, fusion_heads: int, fusion_drop: float,
-                 downsample: bool):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop_path: list[float],
+        eps: float,
+        l_channels: int,
+        fusion_heads: int,
+        fusion_drop: float,
+        downsample: bool,
+    ):
         super().__init__()
         self.window = window
         self.shift = window // 2
@@ -68,10 +80,22 @@ class MultiModalSwin(nn.Module):
         self.layers = nn.ModuleList()
         start = 0
         for i, depth in enumerate(sw.depths):
-            self.layers.append(MultiModalStage(
-                dims[i], depth, sw.num_heads[i], sw.window_size, sw.mlp_ratio, sw.qkv_bias,
-                rates[start:start + depth], sw.layer_norm_eps, cfg.text.hidden_size, cfg.pwam_heads[i],
-                cfg.fusion_drop, downsample=i < len(sw.depths) - 1))
+            self.layers.append(
+                MultiModalStage(
+                    dims[i],
+                    depth,
+                    sw.num_heads[i],
+                    sw.window_size,
+                    sw.mlp_ratio,
+                    sw.qkv_bias,
+                    rates[start : start + depth],
+                    sw.layer_norm_eps,
+                    cfg.text.hidden_size,
+                    cfg.pwam_heads[i],
+                    cfg.fusion_drop,
+                    downsample=i < len(sw.depths) - 1,
+                )
+            )
             start += depth
         for i, dim in enumerate(dims):
             self.add_module(f"norm{i}", nn.LayerNorm(dim, eps=sw.layer_norm_eps))

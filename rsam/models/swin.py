@@ -106,8 +106,17 @@ class WindowAttention(nn.Module):
 
 
 class SwinBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float, qkv_bias: bool,
-                 drop_path: float, eps: float):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        shift: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop_path: float,
+        eps: float,
+    ):
         super().__init__()
         self.window = window
         self.shift = shift

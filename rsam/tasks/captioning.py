@@ -18,7 +18,7 @@ template first, then one per non-empty region), so captions are reproducible and
 from __future__ import annotations
 
 import random
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 EXISTENCE_TEMPLATES = (
     "It contains {}.",
@@ -81,7 +81,7 @@ def distribution_sentences(
 ) -> str:
     if regions not in REGION_NAMES:
         raise ValueError(f"regions must be 4 or 9, got {regions}")
-    split = int(round(regions ** 0.5))
+    split = int(round(regions**0.5))
     grid = REGION_NAMES[regions]
     per_region: dict[str, dict[str, int]] = {name: {} for row in grid for name in row}
     for name, box in objects:

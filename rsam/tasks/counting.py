@@ -7,7 +7,7 @@ is the number left. The priors (px^2, original image) are in :mod:`rsam.tasks.pr
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -49,11 +49,11 @@ class Boxes:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
-    def take(self, index) -> "Boxes":
+    def take(self, index) -> Boxes:
         return Boxes(self.coords[index], self.scores[index], self.box_type)
 
     @staticmethod
-    def empty(box_type: str = "hbb") -> "Boxes":
+    def empty(box_type: str = "hbb") -> Boxes:
         return Boxes(np.zeros((0, 4 if box_type == "hbb" else 8), np.float64), np.zeros(0, np.float64), box_type)
 
     def as_hbb(self) -> np.ndarray:
@@ -79,7 +79,7 @@ def _component_means(labels: np.ndarray, count: int, prob: np.ndarray, areas: np
 
 def _oriented_box(labels: np.ndarray, index: int, stat: np.ndarray) -> np.ndarray:
     x, y, w, h = (int(v) for v in stat[:4])
-    crop = (labels[y:y + h, x:x + w] == index).astype(np.uint8)
+    crop = (labels[y : y + h, x : x + w] == index).astype(np.uint8)
     contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
     corners = cv2.boxPoints(cv2.minAreaRect(contours[0])).astype(int)
     return corners.reshape(-1).astype(np.float64)
@@ -180,8 +180,12 @@ def _polygon_may_be_inside(coords: np.ndarray) -> np.ndarray:
     height = np.maximum(max_y[:, None], max_y[None, :])[..., None]
     vx, vy = xs[:, None, :], ys[:, None, :]
     on_canvas = (vx >= 0) & (vy >= 0) & (vx <= width - 1) & (vy <= height - 1)
-    outside = (vx < xs.min(1)[None, :, None]) | (vx > max_x[None, :, None]) | \
-        (vy < ys.min(1)[None, :, None]) | (vy > max_y[None, :, None])
+    outside = (
+        (vx < xs.min(1)[None, :, None])
+        | (vx > max_x[None, :, None])
+        | (vy < ys.min(1)[None, :, None])
+        | (vy > max_y[None, :, None])
+    )
     return ~(on_canvas & outside).any(axis=2)
 
 

@@ -8,7 +8,7 @@ all triangle-triangle intersections, so it is exact for any simple polygon (conv
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

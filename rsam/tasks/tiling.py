@@ -17,7 +17,7 @@ M2B), so no box reaches outside the image; the devkit would keep boxes found on 
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def iter_patches(
     height, width = image.shape[:2]
     for x in patch_origins(width, patch, overlap):
         for y in patch_origins(height, patch, overlap):
-            crop = image[y:y + patch, x:x + patch]
+            crop = image[y : y + patch, x : x + patch]
             padded = np.zeros((patch, patch) + image.shape[2:], dtype=image.dtype)
             padded[: crop.shape[0], : crop.shape[1]] = crop
             yield x, y, padded, crop.shape[:2]
@@ -88,6 +88,7 @@ def _greedy_nms(scores: np.ndarray, iou, iou_threshold: float) -> np.ndarray:
 
 def devkit_poly_nms(polys: np.ndarray, scores: np.ndarray, iou_threshold: float = MERGE_NMS_IOU) -> np.ndarray:
     """DOTA devkit ``py_cpu_nms_poly``: polygon IoU, keeps polygons with IoU ``<= thr``."""
+
     def iou(i: int, rest: np.ndarray) -> np.ndarray:
         return np.array([polygon_iou(polys[i], polys[j]) for j in rest])
 
@@ -103,9 +104,7 @@ def suppress_merged(boxes: Boxes, iou_threshold: float = MERGE_NMS_IOU) -> Boxes
     return boxes.take(devkit_poly_nms(boxes.coords, boxes.scores, iou_threshold))
 
 
-def merge_patch_boxes(
-    per_patch: Sequence[tuple[int, int, Boxes]], iou_threshold: float = MERGE_NMS_IOU
-) -> Boxes:
+def merge_patch_boxes(per_patch: Sequence[tuple[int, int, Boxes]], iou_threshold: float = MERGE_NMS_IOU) -> Boxes:
     """Shift each patch's boxes by its origin ``(x, y)`` and merge them with :func:`suppress_merged`."""
     shifted = []
     box_type = per_patch[0][2].box_type if per_patch else "hbb"
@@ -116,9 +115,7 @@ def merge_patch_boxes(
         shifted.append(Boxes(boxes.coords + offset, boxes.scores, box_type))
     if not shifted or sum(len(b) for b in shifted) == 0:
         return Boxes.empty(box_type)
-    merged = Boxes(
-        np.concatenate([b.coords for b in shifted]), np.concatenate([b.scores for b in shifted]), box_type
-    )
+    merged = Boxes(np.concatenate([b.coords for b in shifted]), np.concatenate([b.scores for b in shifted]), box_type)
     return suppress_merged(merged, iou_threshold)
 
 
@@ -149,7 +146,7 @@ def detect_tiled(
         if probs.shape[0] != len(names):
             raise ValueError(f"predict returned {probs.shape[0]} maps for {len(names)} prompts")
         probs = resize_nearest(probs, (patch, patch))[:, :valid_h, :valid_w]
-        patch_boundary = None if boundary is None else boundary[y:y + valid_h, x:x + valid_w]
+        patch_boundary = None if boundary is None else boundary[y : y + valid_h, x : x + valid_w]
         found = detect(probs, names, box_type=box_type, boundary=patch_boundary, boundary_threshold=boundary_threshold)
         for name in names:
             per_class[name].append((x, y, found[name]))

@@ -16,7 +16,8 @@ from rsam.tasks.prompts import DOTA_V2_CLASSES
 TINY_CONFIG = RemoteSAMConfig(
     image_size=(64, 64),
     swin=SwinConfig(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4, drop_path_rate=0.0),
-    text=TextConfig(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_position_embeddings=32))
+    text=TextConfig(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_position_embeddings=32),
+)
 
 
 def tiny_model(seed: int = 0):
@@ -46,8 +47,9 @@ def _image(rng, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((width, height), Image.NEAREST))
 
 
-def write_refsegrs(root: Path, sentences=("the road", "the red car", "trees on the left", "building", "a pond")
-                   ) -> Path:
+def write_refsegrs(
+    root: Path, sentences=("the road", "the red car", "trees on the left", "building", "a pond")
+) -> Path:
     """RefSegRS release layout: images/<id>.png, masks/<id>.png, output_phrase_test.txt (one line per sentence)."""
     rng = np.random.default_rng(1)
     lines = []
@@ -57,7 +59,7 @@ def write_refsegrs(root: Path, sentences=("the road", "the red car", "trees on t
             _save(root / "images" / f"{stem}.png", _image(rng, 48, 64))
             mask = np.zeros((48, 64), np.uint8)
             y, x = rng.integers(0, 24), rng.integers(0, 32)
-            mask[y:y + 24, x:x + 32] = 255
+            mask[y : y + 24, x : x + 32] = 255
             _save(root / "masks" / f"{stem}.png", mask)
         lines.append(f"{stem} {text}")
     (root / "output_phrase_test.txt").write_text("\n".join(lines) + "\n")
@@ -76,8 +78,9 @@ def write_isaid_seg(root: Path, count: int = 2) -> Path:
     return root
 
 
-def write_dior(root: Path, boxes_per_image: list[list[tuple[str, tuple[int, int, int, int]]]],
-               size: tuple[int, int] = (64, 80)) -> Path:
+def write_dior(
+    root: Path, boxes_per_image: list[list[tuple[str, tuple[int, int, int, int]]]], size: tuple[int, int] = (64, 80)
+) -> Path:
     """DIOR release layout: JPEGImages-test/<id>.jpg, Annotations/Horizontal Bounding Boxes/<id>.xml."""
     rng = np.random.default_rng(3)
     for index, boxes in enumerate(boxes_per_image):
@@ -88,20 +91,27 @@ def write_dior(root: Path, boxes_per_image: list[list[tuple[str, tuple[int, int,
 
 
 def write_dior_xml(root: Path, stem: str, boxes) -> None:
-    objects = "".join(f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
-                      f"<ymax>{y2}</ymax></bndbox></object>" for name, (x1, y1, x2, y2) in boxes)
+    objects = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+        f"<ymax>{y2}</ymax></bndbox></object>"
+        for name, (x1, y1, x2, y2) in boxes
+    )
     xml = root / "Annotations" / "Horizontal Bounding Boxes" / f"{stem}.xml"
     xml.parent.mkdir(parents=True, exist_ok=True)
     xml.write_text(f"<annotation><filename>{stem}.jpg</filename>{objects}</annotation>")
 
 
-DIOR_BOXES = [[("ship", (2, 3, 30, 20)), ("vehicle", (40, 30, 70, 60))],
-              [("storagetank", (10, 10, 50, 40))],
-              [("ship", (5, 40, 25, 60)), ("airplane", (30, 5, 75, 35))]]
+DIOR_BOXES = [
+    [("ship", (2, 3, 30, 20)), ("vehicle", (40, 30, 70, 60))],
+    [("storagetank", (10, 10, 50, 40))],
+    [("ship", (5, 40, 25, 60)), ("airplane", (30, 5, 75, 35))],
+]
 
 
-DOTA_POLYGONS = [(DOTA_V2_CLASSES[1], (100, 100, 300, 100, 300, 250, 100, 250)),
-                 (DOTA_V2_CLASSES[10], (850, 500, 990, 500, 990, 700, 850, 700))]
+DOTA_POLYGONS = [
+    (DOTA_V2_CLASSES[1], (100, 100, 300, 100, 300, 250, 100, 250)),
+    (DOTA_V2_CLASSES[10], (850, 500, 990, 500, 990, 700, 850, 700)),
+]
 
 
 def write_dota(root: Path, size: tuple[int, int] = (800, 1000), count: int = 2, polygons=DOTA_POLYGONS) -> Path:
@@ -120,4 +130,3 @@ def write_dota_labels(root: Path, name: str, polygons) -> None:
     lines = ["imagesource:GoogleEarth", "gsd:0.5"]
     lines += [" ".join(f"{v:g}" for v in poly) + f" {cls} 0" for cls, poly in polygons]
     (root / "labelTxt" / f"{name}.txt").write_text("\n".join(lines) + "\n")
-

@@ -36,8 +36,9 @@ def run_plain(out: Path, data_dir: str, train_per_rank: int) -> None:
     dist.init_process_group("gloo", timeout=timedelta(seconds=120))
     rank, world = dist.get_rank(), dist.get_world_size()
     dataset = ShardSamples(split_shards(data_dir, "val"), transform=key_and_valid)
-    loader = DataLoader(dataset, batch_size=512, sampler=PaddedEvalSampler(len(dataset)), num_workers=2,
-                        collate_fn=as_list)
+    loader = DataLoader(
+        dataset, batch_size=512, sampler=PaddedEvalSampler(len(dataset)), num_workers=2, collate_fn=as_list
+    )
     valid_keys, padding = [], 0
     for batch in loader:
         for key, valid in batch:
@@ -51,8 +52,15 @@ def run_plain(out: Path, data_dir: str, train_per_rank: int) -> None:
     train_keys = [key for batch in train_loader for key, _ in batch]
     counts = [None] * world
     dist.all_gather_object(counts, {"valid": len(valid_keys), "padding": padding, "train": len(train_keys)})
-    report = {"rank": rank, "world": world, "valid_keys": valid_keys, "padding": padding, "all_counts": counts,
-              "train_count": len(train_keys), "train_head": train_keys[:50]}
+    report = {
+        "rank": rank,
+        "world": world,
+        "valid_keys": valid_keys,
+        "padding": padding,
+        "all_counts": counts,
+        "train_count": len(train_keys),
+        "train_head": train_keys[:50],
+    }
     (out / f"plain-rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 
@@ -87,11 +95,18 @@ def run_lightning(out: Path, data_dir: str) -> None:
                 json.dumps({"rank": self.global_rank, "world": self.trainer.world_size, **self.seen})
             )
 
-    datamodule = RemoteSAMShardDataModule(data_dir, image_size=32, batch_size=3, num_workers=2, samples_per_rank=6,
-                                          seed=3)
+    datamodule = RemoteSAMShardDataModule(
+        data_dir, image_size=32, batch_size=3, num_workers=2, samples_per_rank=6, seed=3
+    )
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy=DDPStrategy(timeout=timedelta(seconds=120)), max_epochs=2,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(timeout=timedelta(seconds=120)),
+        max_epochs=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(Recorder(), datamodule=datamodule)

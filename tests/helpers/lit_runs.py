@@ -37,7 +37,12 @@ def tiny_setup(root: Path) -> tuple[Path, Path]:
 
 def rsam_cli(*args: str, timeout: int = 240) -> tuple[subprocess.CompletedProcess, dict | None]:
     """Run ``python -m rsam.cli.main ARGS``; returns the process and its last stdout line parsed as JSON."""
-    result = subprocess.run([sys.executable, "-m", "rsam.cli.main", *args], capture_output=True, text=True,
-                            timeout=timeout, env=subprocess_env())
+    result = subprocess.run(
+        [sys.executable, "-m", "rsam.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(),
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     return result, json.loads(lines[-1]) if lines else None
