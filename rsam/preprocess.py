@@ -21,6 +21,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ImageLike = np.ndarray | Image.Image | str | PathLike
+# Pillow modes of more than 8 bits per sample: ``convert('RGB')`` would clip them to 255, so they follow the array rule
+_WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 
 
 def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -33,8 +35,9 @@ def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
 def to_rgb_uint8(image: ImageLike, *, scale: float | None = None, name: str | None = None) -> np.ndarray:
     """Return an ``H x W x 3`` uint8 RGB array.
 
-    ``scale``: required for non-uint8 arrays; the values are multiplied by it, rounded and clipped to 0..255
-    (e.g. ``scale=255`` for floats in 0..1, ``scale=255/65535`` for 16-bit imagery).
+    ``scale``: required for non-uint8 arrays and for image files of more than 8 bits per sample (16-bit or float
+    greyscale PNG/TIFF), which are never clipped silently; the values are multiplied by it, rounded and clipped to
+    0..255 (e.g. ``scale=255`` for floats in 0..1, ``scale=255/65535`` for 16-bit imagery).
     """
     label = name or "image"
     if isinstance(image, (str, PathLike)):
@@ -44,7 +47,10 @@ def to_rgb_uint8(image: ImageLike, *, scale: float | None = None, name: str | No
         try:
             with Image.open(path) as img:
                 img.load()
-                return to_rgb_uint8(img, name=str(path))
+                if img.mode in _WIDE_MODES:  # 16-bit / 32-bit / float: the array rule (a scale is required)
+                    grey = np.asarray(img)
+                    return to_rgb_uint8(np.repeat(grey[..., None], 3, axis=2), scale=scale, name=str(path))
+                return to_rgb_uint8(img, scale=scale, name=str(path))
         except (OSError, SyntaxError) as err:
             raise ValueError(f"cannot decode image {path}: {err}") from err
     if isinstance(image, Image.Image):

@@ -6,9 +6,11 @@ padded with nodata.
 
 Blending (per pixel, over every tile that covers it): ``sum(w_t * p_t) / sum(w_t)`` with separable weights
 ``w(u) * w(v)`` of the in-tile coordinates. ``linear``: ``r(u) = min(1, (u + 0.5) / overlap, (tile - u - 0.5) /
-overlap)``; ``cosine``: ``sin(pi / 2 * r(u)) ** 2``; both are > 0 everywhere, so pixels that only one tile covers
-(scene borders) keep that tile's value. ``center``: no averaging; each pixel takes the value of the covering tile in
-which it lies farthest from a tile edge (ties: the tile run first), i.e. every pixel comes from a tile core.
+overlap)``; ``cosine``: ``sin(pi / 2 * r(u)) ** 2``; both are > 0 everywhere, and a tile edge on the scene border
+does not ramp (weight 1 up to the border), so pixels only one tile covers keep that tile's value. ``center``: no
+averaging; each pixel takes the value of the covering tile in which it lies farthest from the tile edges, per axis
+(score = product of the distances to the nearest edge along x and along y, so the row and the column of tiles are
+chosen independently; ties: the tile run first), i.e. every pixel comes from a tile core.
 
 Memory: the scene is processed in column blocks of ``block_tiles`` tile columns; inside a block, tile rows run top to
 bottom into a rolling buffer of two tile heights by the block's width; rows no later tile can touch are emitted as
@@ -92,24 +94,30 @@ class TileGrid:
         return blocks
 
 
-def axis_weights(tile: int, overlap: int, mode: str) -> np.ndarray:
-    """1-D blending weights (float64, > 0) of a tile of ``tile`` pixels; for ``center``, the distance score."""
+def axis_weights(tile: int, overlap: int, mode: str, ramp_start: bool = True, ramp_end: bool = True) -> np.ndarray:
+    """1-D blending weights (float64, > 0) of a tile of ``tile`` pixels; for ``center``, the distance score.
+
+    ``ramp_start`` / ``ramp_end``: False where that tile edge lies on the scene border (no neighbour to blend with):
+    the weight stays 1 (``center``: the distance counts as infinite) up to the border."""
     u = np.arange(tile, dtype=np.float64)
+    big = np.float64(10 * tile)
+    start = u + 0.5 if ramp_start else np.full(tile, big)
+    end = tile - u - 0.5 if ramp_end else np.full(tile, big)
     if mode == "center":
-        return np.minimum(u + 0.5, tile - u - 0.5)
+        return np.minimum(start, end)
     if mode not in BLEND_MODES:
         raise ValueError(f"blend must be one of {BLEND_MODES}, got {mode!r}")
     if overlap == 0:
         return np.ones(tile)
-    ramp = np.minimum(1.0, np.minimum((u + 0.5) / overlap, (tile - u - 0.5) / overlap))
+    ramp = np.minimum(1.0, np.minimum(start / overlap, end / overlap))
     return ramp if mode == "linear" else np.sin(0.5 * math.pi * ramp) ** 2
 
 
-def tile_weights(tile: int, overlap: int, mode: str) -> np.ndarray:
-    w = axis_weights(tile, overlap, mode)
-    if mode == "center":
-        return np.minimum(w[:, None], w[None, :]).astype(np.float32)
-    return (w[:, None] * w[None, :]).astype(np.float32)
+def tile_weights(tile: int, overlap: int, mode: str, edges: tuple[bool, bool, bool, bool] = (True,) * 4) -> np.ndarray:
+    """2-D weights ``w(v) * w(u)``; ``edges`` = (top, bottom, left, right) ramps, False on the scene border."""
+    wy = axis_weights(tile, overlap, mode, edges[0], edges[1])
+    wx = axis_weights(tile, overlap, mode, edges[2], edges[3])
+    return (wy[:, None] * wx[None, :]).astype(np.float32)
 
 
 class _Buffer:
@@ -182,7 +190,14 @@ def blend_scene(
     """Run every tile through ``run_tiles`` and call ``sink(window, probs (maps, h, w), valid (h, w))`` with the
     final blended values, window after window (column block by column block, top to bottom). Windows tile the scene
     exactly once."""
-    weights = tile_weights(grid.tile, grid.overlap, blend)
+    cache: dict[tuple[bool, bool, bool, bool], np.ndarray] = {}
+
+    def weights_of(t: Tile) -> np.ndarray:
+        edges = (t.y > 0, t.y + t.size < height, t.x > 0, t.x + t.size < width)
+        if edges not in cache:
+            cache[edges] = tile_weights(grid.tile, grid.overlap, blend, edges)
+        return cache[edges]
+
     stats = BlendStats(tiles=len(grid))
     for x0, x1, cols in grid.column_blocks(block_tiles):
         bx0 = grid.xs[cols[0]]
@@ -192,7 +207,7 @@ def blend_scene(
             tiles = [Tile(r, c, grid.xs[c], y, grid.tile) for c in cols]
             results = run_tiles(tiles)
             for tile, result in zip(tiles, results):
-                buffer.add(tile, result, weights, height, width)
+                buffer.add(tile, result, weights_of(tile), height, width)
                 stats.runs += 1
                 stats.empty += result.probs is None
             if progress is not None:

@@ -1,0 +1,193 @@
+"""Tiling, blending and instances of rsam.geo against independent references (a whole-scene computation of the same
+stand-in 'model', cv2 components of the whole mask, analytic seam bounds). The stand-ins are deterministic functions
+of the pixels, so these tests check the tiler, not the model."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import rasterio
+from helpers.geo_data import write_raster
+
+from rsam.geo.instances import InstanceCollector
+from rsam.geo.pipeline import ModelTileRunner, SegmentOptions, segment_scene
+from rsam.geo.raster import Scene
+from rsam.geo.tiling import TileGrid, TileResult, blend_scene
+from rsam.geo.writer import PROB_SCALE, UINT8_NODATA
+
+RADIUS = 3  # the local stand-in model looks this many pixels around each pixel
+
+
+def local_model(rgb: np.ndarray) -> np.ndarray:
+    """A 'model' with context: a (2r+1)^2 box mean of the red band (zero padding), squashed into [0, 1]."""
+    red = rgb[..., 0].astype(np.float64) / 255.0
+    k = 2 * RADIUS + 1
+    mean = cv2.boxFilter(red, -1, (k, k), normalize=True, borderType=cv2.BORDER_CONSTANT)
+    return (mean[None] ** 2).astype(np.float32)
+
+
+def _scene_pixels(seed=0, shape=(300, 410)):
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (3, shape[0] // 10 + 1, shape[1] // 10 + 1), dtype=np.uint8)
+    return np.ascontiguousarray(coarse.repeat(10, 1).repeat(10, 2)[:, : shape[0], : shape[1]])
+
+
+def _collect(width, height):
+    out = np.full((1, height, width), np.nan, np.float32)
+    seen = np.zeros((height, width), np.int32)
+
+    def sink(window, probs, valid):
+        r, c, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+        out[:, r : r + h, c : c + w] = np.where(valid[None], probs, np.nan)
+        seen[r : r + h, c : c + w] += 1
+
+    return out, seen, sink
+
+
+@pytest.mark.parametrize("block_tiles", [1, 3, 8])
+def test_center_blend_equals_untiled_everywhere_and_windows_tile_the_scene(tmp_path, block_tiles):
+    data = _scene_pixels()
+    path = write_raster(tmp_path / "s.tif", data)
+    reference = local_model(data.transpose(1, 2, 0))[0]
+    with Scene(path) as scene:
+        grid = TileGrid(scene.width, scene.height, 64, 2 * RADIUS + 2)
+        out, seen, sink = _collect(scene.width, scene.height)
+        stats = blend_scene(
+            scene.width,
+            scene.height,
+            grid,
+            ModelTileRunner(scene, local_model, 1),
+            1,
+            sink,
+            blend="center",
+            block_tiles=block_tiles,
+        )
+    assert (seen == 1).all()  # every pixel written exactly once
+    assert stats.tiles == len(grid.xs) * len(grid.ys) and stats.runs >= stats.tiles
+    # each pixel comes from the tile where it is >= overlap/2 > RADIUS from every edge: the core, which equals the
+    # untiled result exactly (float32 rounding)
+    np.testing.assert_allclose(out[0], reference, atol=1e-6)
+
+
+def test_cosine_blend_equals_untiled_inside_single_tile_cores(tmp_path):
+    data = _scene_pixels(1)
+    path = write_raster(tmp_path / "s.tif", data)
+    reference = local_model(data.transpose(1, 2, 0))[0]
+    tile, overlap = 64, 20
+    with Scene(path) as scene:
+        grid = TileGrid(scene.width, scene.height, tile, overlap)
+        out, _, sink = _collect(scene.width, scene.height)
+        blend_scene(scene.width, scene.height, grid, ModelTileRunner(scene, local_model, 1), 1, sink, blend="cosine")
+    # cores: pixels that exactly one tile covers, at >= RADIUS from that tile's edges
+    cover = np.zeros(out.shape[1:], np.int32)
+    deep = np.zeros(out.shape[1:], bool)
+    for t in grid.tiles():
+        cover[t.y : t.y + tile, t.x : t.x + tile] += 1
+        deep[t.y + RADIUS : t.y + tile - RADIUS, t.x + RADIUS : t.x + tile - RADIUS] = True
+    core = (cover == 1) & deep
+    assert core.sum() > 0.2 * core.size
+    np.testing.assert_allclose(out[0][core], reference[core], atol=1e-6)
+    # outside the cores the blend stays close to the untiled result (boundary effects are damped by the ramps)
+    assert np.abs(out[0] - reference).max() < 0.05
+
+
+class PerTileConstant:
+    """A stand-in whose output depends on where the tile is (like a real model's context effects): constant per tile."""
+
+    def __init__(self, levels: dict):
+        self.levels = levels
+
+    def __call__(self, tiles):
+        results = []
+        for t in tiles:
+            value = self.levels.setdefault((t.x, t.y), 0.3 + 0.4 * ((t.x * 7 + t.y * 13) % 5) / 4)
+            results.append(TileResult(np.ones((t.size, t.size), bool), np.full((1, t.size, t.size), value, np.float32)))
+        return results
+
+
+@pytest.mark.parametrize("blend", ["cosine", "linear"])
+def test_blended_seams_have_no_discontinuity_beyond_the_analytic_bound(blend):
+    width, height, tile, overlap = 400, 290, 96, 32
+    grid = TileGrid(width, height, tile, overlap)
+    levels: dict = {}
+    out, _, sink = _collect(width, height)
+    blend_scene(width, height, grid, PerTileConstant(levels), 1, sink, blend=blend, block_tiles=2)
+    jump = max(levels.values()) - min(levels.values())
+    assert jump > 0.3
+    # between two tiles the weights of a linear ramp sum to 1 over the overlap (cosine: sin^2 + cos^2), so the value
+    # moves by at most jump / overlap per pixel (cosine: pi / 2 * jump / overlap); where the last tile is moved back
+    # to the scene edge, three tiles overlap and the bound doubles
+    bound = 2 * jump / overlap * (math.pi / 2 if blend == "cosine" else 1.0) + 1e-5
+    steps = max(np.abs(np.diff(out[0], axis=0)).max(), np.abs(np.diff(out[0], axis=1)).max())
+    assert steps <= bound, (steps, bound)
+    # the same tiles without blending have a real jump at the seams: the check above could fail
+    hard, _, hard_sink = _collect(width, height)
+    blend_scene(width, height, grid, PerTileConstant(levels), 1, hard_sink, blend="center")
+    assert np.abs(np.diff(hard[0], axis=1)).max() > 2 * bound
+
+
+def test_nodata_is_skipped_and_written_as_nodata(tmp_path):
+    data = _scene_pixels(2, (256, 320))
+    data[:, :, 160:] = 0  # right half nodata: its tiles must not run
+    data[:, 10:14, 20:30] = 0  # a small nodata hole inside valid tiles
+    path = write_raster(tmp_path / "s.tif", data, nodata=0)
+    with Scene(path) as scene:
+        calls = []
+
+        def fn(rgb):
+            calls.append(rgb.shape)
+            return np.full((1, *rgb.shape[:2]), 0.75, np.float32)
+
+        runner = ModelTileRunner(scene, fn, 1)
+        summary = segment_scene(scene, runner, ["x"], tmp_path / "o.tif", SegmentOptions(tile=64, overlap=0))
+    assert summary["tiles"] == 20 and summary["empty_tiles"] == 8 and len(calls) == 12
+    with rasterio.open(tmp_path / "o.tif") as out:
+        values = out.read(1)
+        assert out.nodata == UINT8_NODATA
+    assert (values[:, 160:] == UINT8_NODATA).all()
+    assert (values[10:14, 20:30] == UINT8_NODATA).all()
+    valid = (data != 0).all(axis=0)  # GDAL masks a pixel whose value is the nodata value in any band
+    assert (values[valid] == round(0.75 * PROB_SCALE)).all()
+
+
+def _blobs(height=300, width=420):
+    mask = np.zeros((height, width), np.uint8)
+    mask[40:200, 50:90] = 1  # tall bar crossing a row seam
+    mask[150:170, 50:380] = 1  # joined to a long bar crossing several column seams: one L-shaped object
+    mask[230:260, 100:130] = 1
+    mask[260:290, 130:160] = 1  # touches the block above only diagonally: the same object under 8-connectivity
+    mask[20:30, 300:310] = 1  # a small separate object
+    return mask
+
+
+@pytest.mark.parametrize("block_tiles", [1, 2])
+def test_objects_across_seams_are_one_instance_each(block_tiles):
+    mask = _blobs()
+    height, width = mask.shape
+    prob = np.where(mask > 0, 0.9, 0.1).astype(np.float32)
+
+    def runner(tiles):
+        out = []
+        for t in tiles:
+            crop = np.zeros((1, t.size, t.size), np.float32)
+            region = prob[t.y : t.y + t.size, t.x : t.x + t.size]
+            crop[0, : region.shape[0], : region.shape[1]] = region
+            out.append(TileResult(np.ones((t.size, t.size), bool), crop))
+        return out
+
+    collector = InstanceCollector(["thing"], width, height)
+    blend_scene(width, height, TileGrid(width, height, 64, 16), runner, 1, collector, block_tiles=block_tiles)
+    found = collector.instances(m2b=False)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)  # the whole-scene reference
+    assert len(found) == count - 1 == 3
+    assert sorted(i.area_px for i in found) == sorted(int(a) for a in stats[1:, cv2.CC_STAT_AREA])
+    for inst in found:
+        assert inst.geometry.is_valid
+        assert inst.geometry.area == pytest.approx(inst.area_px)  # pixel-edge polygons in pixel coordinates
+        assert inst.score == pytest.approx(0.9, abs=1e-5)
+    boxes = sorted(i.bbox_px for i in found)
+    reference = sorted((int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[1:])
+    assert boxes == reference
