@@ -105,11 +105,9 @@ def build_predictor(args, model):
 
 
 def check_prompts(prompts: list[str]) -> list[str]:
-    from rsam.cli.main import UserError
-
     for text in prompts:
         if not text or not text.strip():
-            raise UserError("empty --prompt: every prompt needs some text")
+            raise ValueError("empty --prompt: every prompt needs some text")
     return list(prompts)
 
 
@@ -143,9 +141,7 @@ def _overlays(args, image: str) -> int:
     predictor = build_predictor(args, model)
     with open_scene(image, args) as scene:
         if scene.width * scene.height > 8192 * 8192:
-            from rsam.cli.main import UserError
-
-            raise UserError(
+            raise ValueError(
                 f"{image}: {scene.width}x{scene.height} is too large for a single forward; use the tiled raster "
                 "path: -o OUT.tif"
             )
@@ -177,18 +173,16 @@ def _overlays(args, image: str) -> int:
 
 def scene_outputs(args, images: list[str]) -> list[tuple[str, Path, Path | None]]:
     """(scene, raster output, vector output) per scene."""
-    from rsam.cli.main import UserError
-
     out = Path(args.out)
     single = len(images) == 1 and out.suffix.lower() in {".tif", ".tiff"}
     if not single and out.suffix.lower() in {".tif", ".tiff"}:
-        raise UserError(f"-o {out}: several scenes need an output folder")
+        raise ValueError(f"-o {out}: several scenes need an output folder")
     result = []
     stems = set()
     for image in images:
         stem = Path(image).stem
         if stem in stems:
-            raise UserError(f"two scenes named {stem!r}: their outputs would collide in {out}")
+            raise ValueError(f"two scenes named {stem!r}: their outputs would collide in {out}")
         stems.add(stem)
         raster = out if single else out / f"{stem}.tif"
         vectors = None
@@ -202,6 +196,9 @@ def scene_outputs(args, images: list[str]) -> list[tuple[str, Path, Path | None]
 def _rasters(args, images: list[str]) -> int:
     from rsam.geo.pipeline import ModelTileRunner, SegmentOptions, predictor_tile_fn, segment_scene
 
+    jobs = scene_outputs(args, images)
+    for image, _, _ in jobs:  # bad input fails here, before the model is loaded
+        open_scene(image, args).close()
     model = load_weights(args)
     tile, overlap = tile_size(args, model)
     options = SegmentOptions(
@@ -211,7 +208,6 @@ def _rasters(args, images: list[str]) -> int:
         kind="classes" if args.classes else ("float32" if args.float32 else "uint8"),
         cog=args.cog,
     )
-    jobs = scene_outputs(args, images)
     if args.devices and args.devices > 0:
         from rsam.lit.geo import run_geo_predict
 
@@ -232,11 +228,9 @@ def _rasters(args, images: list[str]) -> int:
 
 
 def run(args) -> int:
-    from rsam.cli.main import UserError
-
     images = list(args.images) + list(args.image)
     if not images:
-        raise UserError("no input: give one or more SCENE files")
+        raise ValueError("no input: give one or more SCENE files")
     check_prompts(args.prompts)
     for image in images:
         if not Path(image).is_file():

@@ -123,30 +123,41 @@ class Scene:
         return abs(self.transform.a), abs(self.transform.e)
 
     def _read(self, window: Window, out_shape=None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw values ``(3, h, w)`` and valid mask of a window (boundless: outside the raster is nodata)."""
-        kwargs = dict(window=window, boundless=True)
-        if out_shape is not None:
-            kwargs.update(out_shape=(3, *out_shape), resampling=Resampling.nearest)
+        """Raw values ``(3, h, w)`` and valid mask of a window; outside the raster is nodata (0, invalid)."""
+        if out_shape is not None:  # a decimated read of the whole window (the stretch sample)
+            kwargs = dict(window=window, out_shape=(3, *out_shape), resampling=Resampling.nearest)
+            data, masks = self._read_raw(window, kwargs)
+            return data, self._valid(data, masks)
+        col, row, width, height = (int(v) for v in (window.col_off, window.row_off, window.width, window.height))
+        c0, r0 = max(col, 0), max(row, 0)
+        c1, r1 = min(col + width, self.width), min(row + height, self.height)
+        data = np.zeros((3, height, width), self.dtype)
+        valid = np.zeros((height, width), bool)
+        if c1 > c0 and r1 > r0:
+            inner = Window(c0, r0, c1 - c0, r1 - r0)
+            part, masks = self._read_raw(inner, dict(window=inner))
+            data[:, r0 - row : r1 - row, c0 - col : c1 - col] = part
+            valid[r0 - row : r1 - row, c0 - col : c1 - col] = self._valid(part, masks)
+        return data, valid
+
+    def _read_raw(self, window: Window, kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
         try:
-            data = self.dataset.read(self.bands, fill_value=0, **kwargs)
-            masks = self.dataset.read_masks(self.bands, **kwargs)
-        except (RasterioIOError, rasterio.errors.RasterioError) as err:
+            return self.dataset.read(self.bands, **kwargs), self.dataset.read_masks(self.bands, **kwargs)
+        except rasterio.errors.RasterioError as err:
             raise ValueError(f"{self.path}: cannot read window {window}: {err}") from err
+
+    @staticmethod
+    def _valid(data: np.ndarray, masks: np.ndarray) -> np.ndarray:
         valid = np.all(masks > 0, axis=0)
         if data.dtype.kind == "f":
             valid &= np.all(np.isfinite(data), axis=0)
-        return data, valid
+        return valid
 
     def read(self, window: Window) -> ScenePixels:
         data, valid = self._read(window)
         rgb = self.rule.apply(data) if self.rule.kind != "identity" else data
         rgb = np.where(valid[None], rgb, 0).astype(np.uint8)
         return ScenePixels(rgb, valid)
-
-    def window_has_data(self, window: Window) -> bool:
-        """Cheap check on GDAL's masks only (no pixel values)."""
-        masks = self.dataset.read_masks(self.bands, window=window, boundless=True)
-        return bool(np.all(masks > 0, axis=0).any())
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """A scene-wide sample for the percentile stretch: the smallest overview whose short side is still >=
