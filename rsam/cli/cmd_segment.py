@@ -78,6 +78,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator for --devices (cpu, gpu, auto)")
     parser.add_argument("--num-nodes", type=int, default=1, help="nodes for --devices (Slurm)")
     parser.add_argument("--batch-size", type=int, default=2, help="tiles per predict batch (--devices)")
+    parser.add_argument("--keep-parts", action="store_true", help="keep the per-tile part files (--devices)")
     add_input_arguments(parser)
     return parser
 
