@@ -205,3 +205,8 @@ class RemoteSAMShardDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.hparams.test_split)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split's loader (``rsam predict`` sets ``test_split`` to ``data.predict_split``), built after the
+        launch so that each rank gets its share."""
+        return self._eval_loader(self.hparams.test_split)

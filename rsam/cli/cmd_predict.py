@@ -17,43 +17,25 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="write predicted masks and overlays for a split",
         description="For the first predict.max_samples samples of data.predict_split (default data.test_split), "
         "writes NNNN_overlay.png (prediction | ground truth, captioned) and NNNN_mask.png to "
-        "predict.out_dir (default <trainer.default_root_dir>/predictions).",
+        "predict.out_dir (default <trainer.default_root_dir>/predictions); NNNN is the sample's index in the split, "
+        "and on several devices every rank writes its own samples.",
     )
     return add_recipe_arguments(parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)")
 
 
-def write_predictions(outputs: list[dict], out_dir: Path, max_samples: int | None) -> int:
-    import numpy as np
-
-    from rsam.lit.panel import overlay_pair
-    from rsam.visualize import save_png
-
-    written = 0
-    for output in outputs:
-        batch = output["batch"]
-        for i in range(len(batch["meta"])):
-            if not bool(batch["valid"][i]) or (max_samples is not None and written >= max_samples):
-                continue
-            text = batch["meta"][i].get("text", "")
-            save_png(
-                overlay_pair(batch["image"][i], output["pred"][i], batch["mask"][i], text),
-                out_dir / f"{written:04d}_overlay.png",
-            )
-            save_png(output["pred"][i].cpu().numpy().astype(np.uint8) * 255, out_dir / f"{written:04d}_mask.png")
-            written += 1
-    return written
-
-
 def run(args) -> int:
     from rsam.lit.build import run_dir
+    from rsam.lit.writers import SampleMaskWriter
 
     session = start("predict", args, predicting=True)
     recipe = session.recipe
     max_samples = recipe.predict.max_samples
     if max_samples is not None:
-        session.trainer.limit_predict_batches = max(1, -(-max_samples // recipe.data.batch_size))
-    outputs = session.trainer.predict(session.module, dataloaders=session.datamodule.test_dataloader())
+        per_rank = -(-max_samples // session.trainer.world_size)
+        session.trainer.limit_predict_batches = max(1, -(-per_rank // recipe.data.batch_size))
     out_dir = Path(recipe.predict.out_dir or run_dir(recipe) / "predictions")
-    written = write_predictions(outputs or [], out_dir, max_samples) if session.trainer.is_global_zero else 0
+    writer = SampleMaskWriter(out_dir, max_samples)  # every rank writes its own samples
+    session.trainer.callbacks.append(writer)
+    session.trainer.predict(session.module, datamodule=session.datamodule, return_predictions=False)
     split = session.datamodule.hparams.test_split
-    return finish(session, {"split": split, "out_dir": str(out_dir), "written": written})
+    return finish(session, {"split": split, "out_dir": str(out_dir), "written": writer.total})

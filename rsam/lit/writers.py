@@ -57,6 +57,7 @@ class SampleMaskWriter(BasePredictionWriter):
                      self.out_dir / f"{name}_overlay.png")  # fmt: skip
             save_png(prediction["pred"][i].cpu().numpy().astype(np.uint8) * 255, self.out_dir / f"{name}_mask.png")
             self.written += 1
+            log.debug("rank %d wrote sample %s (%s)", trainer.global_rank, name, batch["meta"][i].get("key"))
 
     def on_predict_end(self, trainer, pl_module) -> None:
         count = torch.tensor(float(self.written), device=pl_module.device)
