@@ -124,8 +124,9 @@ class InstanceCollector:
         rows, cols = self._row_edges[p], self._col_edges[p]
 
         def link(mine: np.ndarray, other: np.ndarray) -> None:
-            for a, b in zip(mine.ravel(), other.ravel()):
-                if a >= 0 and b >= 0:
+            both = (mine >= 0) & (other >= 0)
+            if both.any():
+                for a, b in np.unique(np.stack([mine[both], other[both]], axis=1), axis=0):
                     uf.union(int(a), int(b))
 
         def neighbour_line(store, coord, lo, length):

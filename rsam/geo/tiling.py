@@ -13,7 +13,7 @@ averaging; each pixel takes the value of the covering tile in which it lies fart
 chosen independently; ties: the tile run first), i.e. every pixel comes from a tile core.
 
 Memory: the scene is processed in column blocks of ``block_tiles`` tile columns; inside a block, tile rows run top to
-bottom into a rolling buffer of two tile heights by the block's width; rows no later tile can touch are emitted as
+bottom into a rolling buffer of one tile height by the block's width; rows no later tile can touch are emitted as
 final. The tile column that straddles two blocks is run for both (overhead ``~1 / block_tiles``), so nothing held in
 memory grows with the scene's width or height.
 """
@@ -202,7 +202,7 @@ def blend_scene(
     for x0, x1, cols in grid.column_blocks(block_tiles):
         bx0 = grid.xs[cols[0]]
         bwidth = min(grid.xs[cols[-1]] + grid.tile, width) - bx0
-        buffer = _Buffer(maps, 2 * grid.tile, bx0, bwidth, blend)
+        buffer = _Buffer(maps, grid.tile, bx0, bwidth, blend)  # a tile row always starts at the buffer's top
         for r, y in enumerate(grid.ys):
             tiles = [Tile(r, c, grid.xs[c], y, grid.tile) for c in cols]
             results = run_tiles(tiles)
