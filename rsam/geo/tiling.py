@@ -14,8 +14,8 @@ chosen independently; ties: the tile run first), i.e. every pixel comes from a t
 
 Memory: the scene is processed in column blocks of ``block_tiles`` tile columns; inside a block, tile rows run top to
 bottom into a rolling buffer of one tile height by the block's width; rows no later tile can touch are emitted as
-final. The tile column that straddles two blocks is run for both (overhead ``~1 / block_tiles``), so nothing held in
-memory grows with the scene's width or height.
+final, in pieces at most ``SINK_COLUMNS`` wide. The tile column that straddles two blocks is run for both (overhead
+``~1 / block_tiles``), so nothing held in memory grows with the scene's width or height beyond one block.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from rsam.tasks.tiling import patch_origins
 log = logging.getLogger(__name__)
 
 BLEND_MODES = ("cosine", "linear", "center")
+SINK_COLUMNS = 1024  # final windows are handed to the sinks at most this wide
 
 
 @dataclass(frozen=True)
@@ -216,5 +217,8 @@ def blend_scene(
             rows = final - buffer.top
             if rows > 0:
                 probs, valid = buffer.take(rows, x0, x1)
-                sink(Window(x0, buffer.top - rows, x1 - x0, rows), probs, valid)
+                top = buffer.top - rows
+                for c in range(0, x1 - x0, SINK_COLUMNS):  # bounded pieces: the sinks' temporaries stay small
+                    c1 = min(c + SINK_COLUMNS, x1 - x0)
+                    sink(Window(x0 + c, top, c1 - c, rows), probs[:, :, c:c1], valid[:, c:c1])
     return stats
