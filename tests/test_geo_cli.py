@@ -110,7 +110,7 @@ def test_scaling_rule_sixteen_bit_and_float(tmp_path):
     with pytest.raises(ValueError, match="uint16, not uint8.*--scale.*--stretch"):
         Scene(path)
     with Scene(path, stretch=(2.0, 98.0)) as scene:
-        valid = ~(data == 65535).any(axis=0)
+        valid = ~(data == 65535).all(axis=0)
         for band in range(3):  # per band, over valid pixels, once for the scene (reference: numpy on all pixels)
             low, high = np.percentile(data[band][valid].astype(np.float64), [2, 98])
             assert scene.rule.low[band] == pytest.approx(low) and scene.rule.high[band] == pytest.approx(high)
@@ -150,7 +150,7 @@ def test_georeference_round_trip_float_cog_and_no_crs(tmp_path, caplog):
         assert out.dtypes == ("float32",) and np.isnan(out.nodata)
         assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         values = out.read(1)
-        nodata = (data == 0).any(axis=0)
+        nodata = (data == 0).all(axis=0)
         assert np.isnan(values[nodata]).all() and not np.isnan(values[~nodata]).any()
         np.testing.assert_allclose(values[~nodata], data[0][~nodata] / 255.0, atol=1e-6)
     assert pyogrio.read_info(tmp_path / "v.gpkg")["crs"] == "EPSG:3035"

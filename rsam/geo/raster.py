@@ -2,8 +2,8 @@
 
 * ``bands``: 1-based band indexes (``--bands 4,3,2``); default 1,2,3 for rasters with >= 3 bands, and band 1
   repeated three times for a single-band raster. The model sees exactly three bands; any other count is refused.
-* nodata: a pixel is nodata when GDAL's mask of **any** chosen band marks it (nodata value, alpha band or internal
-  mask) or when a chosen band holds a non-finite float. Nodata pixels are 0 in the model input and are written as
+* nodata: a pixel is nodata when GDAL's masks of **all** chosen bands mark it (nodata value in every band, alpha band
+  or internal mask; a saturated value in one band is data) or when a chosen band holds a non-finite float. Nodata pixels are 0 in the model input and are written as
   the output's nodata value; a window with no valid pixel is not run through the model at all.
 * a raster without a CRS (e.g. a plain PNG/JPEG or an ungeoreferenced TIFF) is accepted with a warning: its
   transform is the identity and vectors come out in pixel coordinates (x = column, y = row).
@@ -148,7 +148,7 @@ class Scene:
 
     @staticmethod
     def _valid(data: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        valid = np.all(masks > 0, axis=0)
+        valid = np.any(masks > 0, axis=0)  # nodata only where every chosen band is masked
         if data.dtype.kind == "f":
             valid &= np.all(np.isfinite(data), axis=0)
         return valid
