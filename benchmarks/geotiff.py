@@ -70,14 +70,18 @@ def write_scene(path: Path, size: int, strip: int = 1024) -> None:
             dst.write(np.clip(data, 1, 255).astype(np.uint8), window=Window(0, row, size, len(rows)))
 
 
-def run_cli(scene: Path, model: Path, out: Path, tile: int) -> dict:
+def run_cli(scene: Path, model: Path, out: Path, tile: int, vectors: bool) -> dict:
     import psutil
 
+    out = out / "out"
+    out.mkdir(parents=True, exist_ok=True)
     overlap = round(tile * 200 / 896)
     command = [sys.executable, "-m", "rsam.cli.main", "segment", str(scene), "--model", str(model),
                "--prompt", "red roofs", "-o", str(out / f"{scene.stem}.tif"),
-               "--vectors", str(out / f"{scene.stem}.gpkg"),
-               "--instances", "--tile", str(tile), "--overlap", str(overlap)]  # fmt: skip
+               "--tile", str(tile), "--overlap", str(overlap)]  # fmt: skip
+    if vectors:
+        command += ["--vectors", str(out / f"{scene.stem}.gpkg"), "--instances"]
+    (out / f"{scene.stem}.tif").unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -105,6 +109,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
     parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--work", help="folder for the scenes and outputs (default: a temporary folder)")
+    parser.add_argument("--no-vectors", dest="vectors", action="store_false", help="raster output only")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     work = Path(args.work or tempfile.mkdtemp(prefix="rsam-geotiff-"))
@@ -115,7 +120,7 @@ def main() -> int:
         scene = work / f"scene_{size}.tif"
         if not scene.exists():
             write_scene(scene, size)
-        result = run_cli(scene, model, work, args.tile)
+        result = run_cli(scene, model, work, args.tile, args.vectors)
         seconds = result["seconds"]
         km2 = (size * GSD / 1000.0) ** 2
         rows.append({
@@ -124,6 +129,7 @@ def main() -> int:
             "seconds": seconds, "tiles_per_s": round(result["tile_runs"] / seconds, 2),
             "km2_per_min": round(km2 / seconds * 60, 2), "peak_rss_gib": round(result["peak_rss_bytes"] / 2**30, 3),
             "instances": result.get("features"), "tile_px": args.tile, "overlap_px": result["overlap"],
+            "vectors": args.vectors,
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     peaks = [r["peak_rss_gib"] for r in rows]

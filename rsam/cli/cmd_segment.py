@@ -186,6 +186,8 @@ def scene_outputs(args, images: list[str]) -> list[tuple[str, Path, Path | None]
             raise ValueError(f"two scenes named {stem!r}: their outputs would collide in {out}")
         stems.add(stem)
         raster = out if single else out / f"{stem}.tif"
+        if raster.resolve() == Path(image).resolve():
+            raise ValueError(f"-o {raster} is the input scene {image}: choose another output path")
         vectors = None
         if args.vectors:
             v = Path(args.vectors)

@@ -114,7 +114,7 @@ class InstanceCollector:
             for geom, value in shapes(
                 labels.astype(np.int32), mask=mask.astype(bool), connectivity=4, transform=Affine.translation(x0, y0)
             ):
-                pieces.geoms[start + int(value) - 1].append(shapely.geometry.shape(geom))
+                pieces.geoms[start + int(value) - 1].append(shapely.to_wkb(shapely.geometry.shape(geom)))  # compact
         self._join(p, x0, y0, w, h, glabels)
 
     def _join(self, p: int, x0: int, y0: int, w: int, h: int, glabels: np.ndarray) -> None:
@@ -194,7 +194,7 @@ class InstanceCollector:
                 merged = [merged[i] for i in keep]
             merged.sort(key=lambda m: -m[2])
             for members, area, score, bbox in merged:
-                geometry = shapely.union_all([g for i in members for g in pieces.geoms[i]])
+                geometry = shapely.union_all(shapely.from_wkb([g for i in members for g in pieces.geoms[i]]))
                 geometry = shapely.make_valid(geometry) if not geometry.is_valid else geometry
                 geometry = _to_map(geometry, self.transform)
                 result.append(
