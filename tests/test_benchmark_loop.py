@@ -20,13 +20,13 @@ from helpers.benchmark_loop import (
     write_refsegrs,
 )
 
-from rsam.benchmarks import evaluators as ev
-from rsam.benchmarks import get_benchmark, run_registered
-from rsam.benchmarks.model_predict import model_predict_fn
-from rsam.benchmarks.samples import Sample
-from rsam.benchmarks.sharding import RankShare
 from rsam.checkpoint.official import CheckpointError
 from rsam.cli._benchmark_args import add_benchmark_arguments, run_from_args
+from rsam.evaluation import evaluators as ev
+from rsam.evaluation import get_benchmark, run_registered
+from rsam.evaluation.model_predict import model_predict_fn
+from rsam.evaluation.samples import Sample
+from rsam.evaluation.sharding import RankShare
 from rsam.lit.benchmark import run_benchmark_test
 from rsam.predict import Predictor
 from rsam.preprocess import to_rgb_uint8

@@ -1,6 +1,6 @@
 """Two CPU ranks (DDP, gloo) give the single-process benchmark figures: each rank scores a disjoint share, the odd
 sample count pads rank 1 with one empty item that is never scored, summed states (referring segmentation) and the
-per-image list states of COCO and DOTA-devkit detection (gathered whole, see rsam.benchmarks.metric_sync) are
+per-image list states of COCO and DOTA-devkit detection (gathered whole, see rsam.evaluation.metric_sync) are
 synchronised. The
 script runs in a subprocess (the in-process DDP launcher is unsafe in pytest)."""
 

@@ -86,7 +86,7 @@ def _print_plain(result: dict) -> None:
 
 
 def run(args) -> int:
-    from rsam.benchmarks.scoring import score_files
+    from rsam.evaluation.prediction_files import score_files
 
     result = score_files(args.task, args.pred, args.gt, **_options(args))
     if args.json:

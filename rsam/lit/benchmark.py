@@ -1,9 +1,9 @@
-"""``rsam test --benchmark``: a registered benchmark (:mod:`rsam.benchmarks.registry`) as a Lightning test loop.
+"""``rsam test --benchmark``: a registered benchmark (:mod:`rsam.evaluation.registry`) as a Lightning test loop.
 
 * :class:`BenchmarkTestModule` wraps the network and the benchmark's evaluator. Each rank reads its disjoint share of
-  the images (:class:`rsam.benchmarks.sharding.RankShare`, padded with empty items that are never scored); per image
+  the images (:class:`rsam.evaluation.sharding.RankShare`, padded with empty items that are never scored); per image
   the evaluator builds the prompts, the model answers all of them as one chunked batch
-  (:func:`rsam.benchmarks.model_predict.model_predict_fn`) and the evaluator applies the official rule (tiling of
+  (:func:`rsam.evaluation.model_predict.model_predict_fn`) and the evaluator applies the official rule (tiling of
   large DOTA images included) and updates its torchmetrics metric. At the end the metric is computed, which
   synchronises its states across ranks (over a CPU gloo group when the default group is NCCL: the metric states stay
   on the CPU).
@@ -23,12 +23,12 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from rsam.benchmarks.evaluators import Evaluator
-from rsam.benchmarks.metric_sync import compute_synchronised
-from rsam.benchmarks.model_predict import model_predict_fn
-from rsam.benchmarks.registry import BenchmarkSpec, get_benchmark
-from rsam.benchmarks.report import write_results
-from rsam.benchmarks.sharding import RankShare, collate_items
+from rsam.evaluation.evaluators import Evaluator
+from rsam.evaluation.metric_sync import compute_synchronised
+from rsam.evaluation.model_predict import model_predict_fn
+from rsam.evaluation.registry import BenchmarkSpec, get_benchmark
+from rsam.evaluation.report import write_results
+from rsam.evaluation.sharding import RankShare, collate_items
 from rsam.lit.strategies import PROCESS_GROUP_TIMEOUT
 from rsam.models import RemoteSAM
 from rsam.predict import Predictor

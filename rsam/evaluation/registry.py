@@ -12,23 +12,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rsam.benchmarks import evaluators as ev
-from rsam.benchmarks.detection import CocoDetectionReader, DiorXmlReader, DotaReader
-from rsam.benchmarks.lists import (
+from rsam.evaluation import evaluators as ev
+from rsam.evaluation.readers import (
     CaptionReader,
+    CocoDetectionReader,
     CountingReader,
+    DiorXmlReader,
+    DotaReader,
     MultiLabelFromBoxesReader,
+    PhraseReader,
+    ReferReader,
     RsvgReader,
     SceneFolderReader,
+    SegmentationReader,
 )
-from rsam.benchmarks.referring import PhraseReader, ReferReader
-from rsam.benchmarks.semseg import (
+from rsam.evaluation.readers.label_rasters import (
     IGNORE_INDEX,
     ISAID_PALETTE,
     LOVEDA_VALUES,
     POTSDAM_PALETTE,
     POTSDAM_SEG_CLASSES,
-    SegmentationReader,
 )
 from rsam.tasks import prompts as P
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rsam.benchmarks.samples import Sample, find_image
+from rsam.evaluation.samples import Sample, find_image
 
 IGNORE_INDEX = 255
 

@@ -1,4 +1,4 @@
-"""Pluggable image-text similarity scorers for filtering data-engine triplets.
+"""The image-text filter of the data engine: pluggable similarity scorers that drop weak triplets.
 
 A scorer is any callable ``scorer(region: np.ndarray, text: str) -> float`` where ``region`` is the uint8 RGB crop
 around the triplet's mask (its bounding box plus :data:`REGION_PAD` on each side). The paper filters with SigLIP2

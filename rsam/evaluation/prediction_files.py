@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from rsam.benchmarks.detection import parse_dota_txt
+from rsam.evaluation.readers.dota import parse_dota_txt
 from rsam.metrics import (
     CocoDetectionMetric,
     CountingAccuracy,

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rsam.preprocess import to_rgb_uint8
+from rsam.tasks.prompts import canonical_class_name
 
 
 @dataclass
@@ -68,3 +69,12 @@ def find_image(
             if candidate.is_file():
                 return candidate
     raise FileNotFoundError(f"no image named {stem}.* ({', '.join(extensions)}) in {folder}")
+
+
+def class_index(name: str, class_names: Sequence[str], where: str, canonical: bool = True) -> int:
+    """Index of ``name`` in ``class_names`` (after :func:`canonical_class_name` unless ``canonical=False``)."""
+    wanted = canonical_class_name(name) if canonical else name
+    try:
+        return list(class_names).index(wanted)
+    except ValueError:
+        raise ValueError(f"{where}: class {name!r} is not one of the benchmark's classes") from None

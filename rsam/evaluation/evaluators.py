@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from rsam.benchmarks.samples import Sample
+from rsam.evaluation.samples import Sample
 from rsam.metrics import (
     CaptionMetric,
     CocoDetectionMetric,

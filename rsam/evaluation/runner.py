@@ -12,8 +12,8 @@ import logging
 import time
 from collections.abc import Iterable
 
-from rsam.benchmarks.evaluators import Evaluator, PredictFn
-from rsam.benchmarks.registry import BenchmarkSpec
+from rsam.evaluation.evaluators import Evaluator, PredictFn
+from rsam.evaluation.registry import BenchmarkSpec
 
 log = logging.getLogger(__name__)
 

@@ -9,20 +9,24 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from rsam.benchmarks import benchmark_names, get_benchmark
-from rsam.benchmarks.detection import CocoDetectionReader, DiorXmlReader, DotaReader
-from rsam.benchmarks.lists import (
+from rsam.evaluation import benchmark_names, get_benchmark
+from rsam.evaluation.readers import (
     CaptionReader,
+    CocoDetectionReader,
     CountingReader,
+    DiorXmlReader,
+    DotaReader,
     MultiLabelFromBoxesReader,
     MultiLabelTableReader,
+    PhraseReader,
+    ReferReader,
     RsvgReader,
     SceneFolderReader,
     SceneListReader,
+    SegmentationReader,
 )
-from rsam.benchmarks.referring import PhraseReader, ReferReader
-from rsam.benchmarks.safe_pickle import UnsafePickleError, safe_load_pickle
-from rsam.benchmarks.semseg import ISAID_PALETTE, LOVEDA_VALUES, SegmentationReader
+from rsam.evaluation.readers.label_rasters import ISAID_PALETTE, LOVEDA_VALUES
+from rsam.safe_pickle import UnsafePickleError, safe_load_pickle
 from rsam.tasks.prompts import DIOR_CLASSES, DOTA_COUNT_PRIORS, DOTA_V2_CLASSES, UCM_SCENE_CLASSES
 
 
