@@ -159,10 +159,10 @@ register(
             root / "images", root / "masks", ISAID_SEG_CLASSES, palette=ISAID_PALETTE
         ),
         lambda **o: ev.SemanticSegEvaluator(ISAID_SEG_CLASSES, template=P.SEG_EVAL_TEMPLATE, **o),
-        ("mIoU", "mF1"),
+        ("mIoU", "mPA", "mF1"),
         "<root>/images/<stem>.png, <root>/masks/<stem>.png (iSAID RGB palette)",
         template=P.SEG_EVAL_TEMPLATE,
-        notes="SEG.py: prompt with a period, mIoU over 16 classes incl. background",
+        notes="SEG.py: prompt with a period, mIoU and mPA over 16 classes incl. background",
     )
 )
 register(
