@@ -3,6 +3,7 @@ metrics equal the model-free runner fed one prompt at a time, DOTA tiling, resul
 
 import argparse
 import json
+import time
 
 import numpy as np
 import pytest
@@ -201,9 +202,25 @@ def _lightning_checkpoint(path, state=None):
     return path
 
 
-def test_lightning_checkpoint_cli_and_wandb(tmp_path, model_dir, capsys):
-    from helpers.wandb_records import history
+def _finished_history(path, timeout: float = 60.0) -> list:
+    """The history rows of an offline run file once wandb's service has written its exit record (the file is
+    written asynchronously, after ``finish()`` returns)."""
+    from helpers.wandb_records import history, raw_records
+    from wandb.proto import wandb_internal_pb2
 
+    deadline = time.monotonic() + timeout
+    while True:
+        kinds = []
+        for payload in raw_records(path):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            kinds.append(record.WhichOneof("record_type"))
+        if "exit" in kinds or time.monotonic() > deadline:
+            return history(path)
+        time.sleep(0.2)
+
+
+def test_lightning_checkpoint_cli_and_wandb(tmp_path, model_dir, capsys):
     data = write_refsegrs(tmp_path / "data")
     ckpt = _lightning_checkpoint(tmp_path / "fit.ckpt")
     folder_run = run("refsegrs", data, model_dir, tmp_path / "folder", limit=4)
@@ -235,7 +252,7 @@ def test_lightning_checkpoint_cli_and_wandb(tmp_path, model_dir, capsys):
     assert_same_metrics(saved["metrics"], folder_run["metrics"])
     runs = list((tmp_path / "ckpt" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
-    rows = history(runs[0])
+    rows = _finished_history(runs[0])
     assert any(row.get("test/oIoU") == pytest.approx(saved["metrics"]["oIoU"]) for row in rows)
     assert any(row.get("test/results/_type") == "table-file" for row in rows)
     table = json.loads(next(runs[0].parent.glob("files/media/table/test/results_*.table.json")).read_text())

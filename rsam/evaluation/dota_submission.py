@@ -10,7 +10,9 @@ with the devkit's ``ResultMerge`` rule: shift by the patch origin, NMS 0.3 per i
 The Task2 layout is the one ``tasks/code/eval/DET_DOTA.py`` writes (``pts = [x1, y1, x2, y1, x2, y2, x1, y2]``);
 numbers are written as Python writes a float (``str(float(v))``, as DET_DOTA.py and the devkit's ``ResultMerge``
 do), so reading a file back gives the very values written. Lines are sorted by image name, then by descending
-score. From horizontal detections (``dota-v2-det``) Task1 holds the same boxes as axis-aligned polygons; from
+score. Files are named with the DOTA server's class names (``Task1_plane.txt``, ``Task2_storage-tank.txt``: the
+devkit's spelling, :data:`DOTA_FILE_NAMES`), which is also the spelling of the DOTA label files. From horizontal
+detections (``dota-v2-det``) Task1 holds the same boxes as axis-aligned polygons; from
 oriented detections (``dota-v2-obb``) Task2 holds the extents of the merged polygons.
 
 Reading (``rsam score --task det|obb`` on a folder of these files): ``det`` reads the ``Task2_*`` files — 8 values
@@ -28,8 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from rsam.tasks.m2b import Boxes
+from rsam.tasks.prompts import canonical_class_name
 
 TASK_PREFIX = {"obb": "Task1", "hbb": "Task2"}
+# the DOTA server's class names where the official prompt spelling differs (DOTA-v2 devkit ``wordname_18``)
+DOTA_FILE_NAMES = {
+    "airplane": "plane",
+    "storagetank": "storage-tank",
+    "baseballfield": "baseball-diamond",
+    "tenniscourt": "tennis-court",
+    "basketballcourt": "basketball-court",
+    "groundtrackfield": "ground-track-field",
+}
 
 
 def official_float(value) -> str:
@@ -80,7 +92,7 @@ class DotaSubmission:
         for task, prefix in TASK_PREFIX.items():
             for name in self.class_names:
                 rows = sorted(self.rows[task][name], key=lambda row: (row[0], -row[1]))
-                path = out / f"{prefix}_{name}.txt"
+                path = out / f"{prefix}_{DOTA_FILE_NAMES.get(name, name)}.txt"
                 lines = [
                     " ".join([image, official_float(score), *map(official_float, coords)])
                     for image, score, coords in rows
@@ -126,17 +138,23 @@ def parse_line(line: str, task: str, where: str) -> tuple[str, float, list[float
 
 def read_submission(folder: str | Path, task: str, class_names: Sequence[str]) -> list[tuple[str, int, float, list]]:
     """Rows ``(image, class index, score, coords)`` of the ``Task1_*`` (obb) or ``Task2_*`` (hbb) files in
-    ``folder``; a file naming a class outside ``class_names`` is an error."""
+    ``folder``. A file's class matches ``class_names`` as written or in any spelling of the same class
+    (``plane`` / ``airplane``, :func:`rsam.tasks.prompts.canonical_class_name`); any other class is an error."""
     if task not in TASK_PREFIX:
         raise ValueError(f"task must be 'obb' or 'hbb', got {task!r}")
     names = list(class_names)
+    canonical = [canonical_class_name(n) for n in names]
     rows = []
     for path in sorted(Path(folder).glob(f"{TASK_PREFIX[task]}_*.txt")):
         name = path.stem.split("_", 1)[1]
-        if name not in names:
+        if name in names:
+            label = names.index(name)
+        elif canonical_class_name(name) in canonical:
+            label = canonical.index(canonical_class_name(name))
+        else:
             raise ValueError(f"{path}: class {name!r} is not in the ground truth's classes {names}")
         for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             parsed = parse_line(line, task, f"{path}:{line_no}")
             if parsed is not None:
-                rows.append((parsed[0], names.index(name), parsed[1], parsed[2]))
+                rows.append((parsed[0], label, parsed[1], parsed[2]))
     return rows

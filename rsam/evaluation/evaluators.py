@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from rsam.evaluation.dota_submission import DotaSubmission
 from rsam.evaluation.samples import Sample
 from rsam.metrics import (
     CaptionMetric,
@@ -147,7 +148,8 @@ class SemanticSegEvaluator(Evaluator):
 
 
 class DetectionEvaluator(Evaluator):
-    """Horizontal (COCO or DOTA-devkit AP) or oriented (DOTA-devkit AP) detection; optional DOTA tiling."""
+    """Horizontal (COCO or DOTA-devkit AP) or oriented (DOTA-devkit AP) detection; optional DOTA tiling, and with
+    ``submission=True`` the DOTA submission rows of every image (:attr:`submission`, written by ``rsam test``)."""
 
     def __init__(
         self,
@@ -159,6 +161,7 @@ class DetectionEvaluator(Evaluator):
         boundary_fn: BoundaryFn | None = None,
         boundary_threshold: float = EPOC_THRESHOLD_DETECTION,
         tiled: bool = False,
+        submission: bool = False,
     ):
         if protocol == "coco" and box_type != "hbb":
             raise ValueError("the COCO protocol scores horizontal boxes only; use protocol='voc' for obb")
@@ -172,6 +175,8 @@ class DetectionEvaluator(Evaluator):
         self.class_names, self.box_type, self.protocol = list(class_names), box_type, protocol
         self.prompts = class_prompts(self.class_names, template)
         self.boundary_fn, self.boundary_threshold, self.tiled = boundary_fn, boundary_threshold, tiled
+        # DOTA submission files (Task1 / Task2 per class) of the merged whole-image detections, keyed by sample key
+        self.submission = DotaSubmission(self.class_names) if submission else None
 
     def process(self, sample, image, predict_fn):
         boundary = _boundary(self.boundary_fn, image)
@@ -182,6 +187,8 @@ class DetectionEvaluator(Evaluator):
             found = detect(
                 _at_image_size(_predict(predict_fn, image, self.prompts), image), self.class_names, **options
             )
+        if self.submission is not None:
+            self.submission.add(sample.key, found)
         width = 4 if self.box_type == "hbb" else 8
         coords = [found[n].coords for n in self.class_names]
         pred = {

@@ -187,10 +187,13 @@ def _strategy(recipe: DictConfig):
     return DDPStrategy(find_unused_parameters=True)
 
 
-def build_trainer(recipe: DictConfig, *, use_wandb: bool = True, fitting: bool = False) -> pl.Trainer:
+def build_trainer(recipe: DictConfig, *, use_wandb: bool = True, fitting: bool = False, **overrides) -> pl.Trainer:
+    """The one Trainer builder (``rsam fit|validate|test|predict`` and ``rsam test --benchmark``); ``overrides``:
+    Trainer arguments outside the recipe's trainer section (e.g. ``enable_checkpointing=False``)."""
     options = OmegaConf.to_container(recipe.trainer)
     options["strategy"] = _strategy(recipe)
     options = {key: value for key, value in options.items() if value is not None}
+    options.update(overrides)
     return pl.Trainer(
         logger=build_loggers(recipe, use_wandb), callbacks=build_callbacks(recipe, use_wandb, fitting), **options
     )
