@@ -25,7 +25,9 @@ from rsam.checkpoint.official import CheckpointError
 from rsam.cli._benchmark_args import add_benchmark_arguments, run_from_args
 from rsam.evaluation import evaluators as ev
 from rsam.evaluation import get_benchmark, run_registered
+from rsam.evaluation.dota_submission import DOTA_FILE_NAMES
 from rsam.evaluation.model_predict import model_predict_fn
+from rsam.evaluation.prediction_files import score_files
 from rsam.evaluation.samples import Sample
 from rsam.evaluation.sharding import RankShare
 from rsam.lit.benchmark import run_benchmark_test
@@ -33,6 +35,8 @@ from rsam.predict import Predictor
 from rsam.preprocess import to_rgb_uint8
 from rsam.tasks import class_prompts, detect, detect_tiled, resize_nearest
 from rsam.tasks.prompts import DIOR_CLASSES, DOTA_V2_CLASSES
+
+DOTA_FILE_CLASSES = [DOTA_FILE_NAMES.get(n, n) for n in DOTA_V2_CLASSES]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -180,6 +184,15 @@ def test_dota_large_images_are_tiled(tmp_path, model_dir, one_prompt_fn, monkeyp
     assert len(calls) == 4
     assert_same_metrics(payload["metrics"], reference)
     assert 0 < payload["metrics"]["AP50"] < 1
+    # the DOTA submission files, merged to the original images, score back to the same AP through rsam score
+    folder = tmp_path / "out" / "submission"
+    assert payload["files"]["submission"] == str(folder)
+    assert {p.name for p in folder.glob("Task1_*.txt")} == {f"Task1_{n}.txt" for n in DOTA_FILE_CLASSES}
+    assert {p.name for p in folder.glob("Task2_*.txt")} == {f"Task2_{n}.txt" for n in DOTA_FILE_CLASSES}
+    lines = [line.split() for p in folder.glob("Task1_*.txt") for line in p.read_text().splitlines()]
+    assert lines and {fields[0] for fields in lines} <= {"P0000", "P0001"} and all(len(f) == 10 for f in lines)
+    rescored = score_files("obb", folder, data / "labelTxt", classes=list(DOTA_V2_CLASSES))
+    assert rescored["AP50"] == pytest.approx(payload["metrics"]["AP50"], abs=1e-12)
 
 
 def _lightning_checkpoint(path, state=None):

@@ -76,3 +76,8 @@ def test_two_ranks_equal_one_rank(benchmark, write, count, tmp_path):
         assert saved["metrics"][key] == (
             pytest.approx(value, abs=1e-9) if not isinstance(value, dict) else pytest.approx(value)
         ), key
+    if benchmark.startswith("dota"):  # the submission files gathered from both ranks equal the one-rank files
+        one = {p.name: p.read_text() for p in (tmp_path / "one" / "submission").glob("*.txt")}
+        two = {p.name: p.read_text() for p in (tmp_path / "two" / "submission").glob("*.txt")}
+        assert len(one) == 36 and one == two
+        assert sum(len(text.splitlines()) for text in two.values()) > 0

@@ -139,21 +139,24 @@ def parse_line(line: str, task: str, where: str) -> tuple[str, float, list[float
 def read_submission(folder: str | Path, task: str, class_names: Sequence[str]) -> list[tuple[str, int, float, list]]:
     """Rows ``(image, class index, score, coords)`` of the ``Task1_*`` (obb) or ``Task2_*`` (hbb) files in
     ``folder``. A file's class matches ``class_names`` as written or in any spelling of the same class
-    (``plane`` / ``airplane``, :func:`rsam.tasks.prompts.canonical_class_name`); any other class is an error."""
+    (``plane`` / ``airplane``, :func:`rsam.tasks.prompts.canonical_class_name`); a non-empty file of any other
+    class is an error."""
     if task not in TASK_PREFIX:
         raise ValueError(f"task must be 'obb' or 'hbb', got {task!r}")
     names = list(class_names)
     canonical = [canonical_class_name(n) for n in names]
     rows = []
     for path in sorted(Path(folder).glob(f"{TASK_PREFIX[task]}_*.txt")):
-        name = path.stem.split("_", 1)[1]
+        name, text = path.stem.split("_", 1)[1], path.read_text(encoding="utf-8")
         if name in names:
             label = names.index(name)
         elif canonical_class_name(name) in canonical:
             label = canonical.index(canonical_class_name(name))
+        elif not text.strip():
+            continue  # an empty file of a class the ground truth does not hold: nothing to score
         else:
             raise ValueError(f"{path}: class {name!r} is not in the ground truth's classes {names}")
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for line_no, line in enumerate(text.splitlines(), start=1):
             parsed = parse_line(line, task, f"{path}:{line_no}")
             if parsed is not None:
                 rows.append((parsed[0], label, parsed[1], parsed[2]))

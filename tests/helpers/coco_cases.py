@@ -56,6 +56,7 @@ def random_coco_case(seed: int, n_classes: int = 5):
                 xy, wh = gt_xy[i] + rng.normal(0, 3, 2), gt_wh[i] * rng.uniform(0.7, 1.3, 2)
             else:
                 xy, wh = rng.uniform(0, 150, 2), rng.uniform(4, 50, 2)
+            xy, wh = np.clip(xy, 0, 150), np.clip(wh, 1, 50)  # inside the 200 x 200 image
             score = float(rng.integers(1, 8)) / 8  # 7 distinct values: ties within and across images
             dets.append({"image_id": image_id, "category_id": c, "bbox": [*xy.tolist(), *wh.tolist()], "score": score})
     return gt, dets
