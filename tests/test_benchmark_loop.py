@@ -3,6 +3,7 @@ metrics equal the model-free runner fed one prompt at a time, DOTA tiling, resul
 
 import argparse
 import json
+import shutil
 import time
 
 import numpy as np
@@ -193,6 +194,22 @@ def test_dota_large_images_are_tiled(tmp_path, model_dir, one_prompt_fn, monkeyp
     assert lines and {fields[0] for fields in lines} <= {"P0000", "P0001"} and all(len(f) == 10 for f in lines)
     rescored = score_files("obb", folder, data / "labelTxt", classes=list(DOTA_V2_CLASSES))
     assert rescored["AP50"] == pytest.approx(payload["metrics"]["AP50"], abs=1e-12)
+
+
+def test_dota_without_labels_writes_the_submission_only(tmp_path, model_dir):
+    """DOTA test-dev has no public labels: the same images without labelTxt give the same submission files and no
+    metric."""
+    data = write_dota(tmp_path / "dota", (120, 160), 2, [("ship", (10, 10, 60, 12, 58, 40, 8, 38))])
+    labelled = run("dota-v2-det", data, model_dir, tmp_path / "labelled")
+    shutil.rmtree(data / "labelTxt")
+    unlabelled = run("dota-v2-det", data, model_dir, tmp_path / "unlabelled")
+    assert unlabelled["metrics"] == {"images": 2, "labelled": False} and "AP50" in labelled["metrics"]
+    files = {
+        run_name: {p.name: p.read_text() for p in (tmp_path / run_name / "submission").glob("*.txt")}
+        for run_name in ("labelled", "unlabelled")
+    }
+    assert len(files["labelled"]) == 36 and files["labelled"] == files["unlabelled"]
+    assert any(files["labelled"].values())
 
 
 def _lightning_checkpoint(path, state=None):

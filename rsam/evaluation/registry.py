@@ -237,12 +237,15 @@ for _name, _box, _protocol in (("dota-v2-det", "hbb", "voc"), ("dota-v2-obb", "o
             _name,
             "det" if _box == "hbb" else "obb",
             P.DOTA_V2_CLASSES,
-            lambda root, split, _b=_box: DotaReader(root / "labelTxt", root / "images", P.DOTA_V2_CLASSES, box_type=_b),
+            lambda root, split, _b=_box: DotaReader(
+                root / "labelTxt", root / "images", P.DOTA_V2_CLASSES, box_type=_b, labels_required=False
+            ),
             lambda _b=_box, _p=_protocol, **o: ev.DetectionEvaluator(
                 P.DOTA_V2_CLASSES, box_type=_b, protocol=_p, tiled=True, **{"submission": True, **o}
             ),
             ("AP50",),
-            "<root>/images/<name>.png + <root>/labelTxt/<name>.txt (DOTA v2 original images)",
+            "<root>/images/<name>.png + <root>/labelTxt/<name>.txt (DOTA v2 original images; without labelTxt, "
+            "e.g. test-dev: submission files only)",
             split="val",
             notes="896x896 patches, 200 px overlap, devkit merge; DET_DOTA.sh runs without EPOC; DOTA-devkit AP50; "
             "rsam test writes the Task1/Task2 submission files",

@@ -34,8 +34,9 @@ class BoxTarget:
 class Sample:
     """One evaluation item.
 
-    ``target`` by task: res — bool mask ``(H, W)``; semseg — int label map ``(H, W)``; det / obb — :class:`BoxTarget`;
-    vg — box ``[x1, y1, x2, y2]``; mlc — bool vector ``(C,)``; mcc — class index; count — int; caption — list of
+    ``target`` by task: res — bool mask ``(H, W)``; semseg — int label map ``(H, W)``; det / obb — :class:`BoxTarget`
+    (``None`` for an image without ground truth, see :class:`rsam.evaluation.readers.dota.DotaReader`); vg — box
+    ``[x1, y1, x2, y2]``; mlc — bool vector ``(C,)``; mcc — class index; count — int; caption — list of
     reference sentences. ``text``: the sentence (res, vg) or the class asked (count).
     """
 
@@ -60,9 +61,10 @@ class Reader(Protocol):
     def __len__(self) -> int: ...
 
 
-def find_image(
-    folder: Path, stem: str, extensions: Sequence[str] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-) -> Path:
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def find_image(folder: Path, stem: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> Path:
     """The image file ``folder/stem.<ext>`` (first extension that exists); a clear error when none does."""
     for ext in extensions:
         for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):

@@ -139,7 +139,10 @@ class BenchmarkTestModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         log.info("rank %d scored %d samples", self.global_rank, self.samples_seen)
         # synchronised across ranks (torchmetrics; whole-state gather for per-image list states)
-        self.result = compute_synchronised(self.evaluator.metric, self._sync_group)
+        if getattr(self.reader, "labelled", True):
+            self.result = compute_synchronised(self.evaluator.metric, self._sync_group)
+        else:  # no ground truth (DOTA test-dev): the submission files are the result
+            self.result = {"images": RankShare(self.reader, 0, 1, self.limit).total, "labelled": False}
         self.submission = gather_submission(getattr(self.evaluator, "submission", None), self._sync_group)
         for name, value in scalar_metrics(self.result).items():
             self.log(f"test/{name}", value, sync_dist=False)

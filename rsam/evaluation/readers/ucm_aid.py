@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from rsam.evaluation.samples import Sample, class_index
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+from rsam.evaluation.samples import IMAGE_EXTENSIONS, Sample, class_index
 
 
 class SceneFolderReader:
