@@ -145,6 +145,9 @@ def test_segmentation_reader_palette_and_values(tmp_path):
     Image.fromarray(np.array([[0, 1, 7]], np.uint8)).save(tmp_path / "lmasks" / "P0001.png")
     loveda = SegmentationReader(tmp_path / "images", tmp_path / "lmasks", list("abcdefg"), values=LOVEDA_VALUES)
     np.testing.assert_array_equal(next(iter(loveda)).target, [[255, 0, 6]])
+    (tmp_path / "lmasks" / "P0001.png").write_bytes(b"")  # an empty label file: one error naming it
+    with pytest.raises(ValueError, match="cannot read .*P0001.png"):
+        next(iter(loveda))
 
 
 DIOR_XML = """<annotation><filename>{name}.jpg</filename><size><width>800</width><height>800</height></size>

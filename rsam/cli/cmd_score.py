@@ -22,7 +22,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--eval-size",
         type=int,
         default=None,
-        help="res/semseg: nearest-resize prediction and target to SIZE x SIZE first (official: 896)",
+        help="res/semseg: resize prediction and target to SIZE x SIZE first with PIL NEAREST, as REF.py / SEG.py "
+        "and rsam test (official: 896)",
     )
     parser.add_argument(
         "--allow-empty",

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from rsam.evaluation.dota_submission import read_submission
 from rsam.evaluation.readers.dota import parse_dota_txt
+from rsam.evaluation.samples import read_raster
 from rsam.metrics import (
     CocoDetectionMetric,
     CountingAccuracy,
@@ -100,16 +100,7 @@ def _read_mask(value, base: Path, where: str) -> np.ndarray:
         path = base / value
         if not path.is_file():
             raise FileNotFoundError(f"{where}: mask file not found: {path}")
-        try:
-            with Image.open(path) as img:
-                array = np.asarray(img)
-        except (
-            OSError,
-            SyntaxError,
-            ValueError,
-            Image.DecompressionBombError,
-        ) as err:  # empty, truncated, not an image
-            raise ValueError(f"{where}: cannot read mask {path}: {err}") from None
+        array = read_raster(path, where)
         if array.ndim != 2:
             raise ValueError(f"{where}: {path} must be a single-channel PNG")
         return array.astype(np.int64)

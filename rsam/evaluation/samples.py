@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from PIL import Image
 
 from rsam.preprocess import to_rgb_uint8
 from rsam.tasks.prompts import canonical_class_name
@@ -80,3 +81,13 @@ def class_index(name: str, class_names: Sequence[str], where: str, canonical: bo
         return list(class_names).index(wanted)
     except ValueError:
         raise ValueError(f"{where}: class {name!r} is not one of the benchmark's classes") from None
+
+
+def read_raster(path: Path, where: str, mode: str | None = None) -> np.ndarray:
+    """A label / mask image as an array (``mode``: PIL conversion, e.g. ``"RGB"``); an empty, truncated or garbled
+    file is one ``ValueError`` naming ``where`` and the path."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert(mode) if mode else img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{where}: cannot read {path}: {err}") from None

@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from rsam.evaluation.samples import Sample, find_image
+from rsam.evaluation.samples import Sample, find_image, read_raster
 
 
 class PhraseReader:
@@ -43,8 +40,7 @@ class PhraseReader:
 
     def __iter__(self) -> Iterator[Sample]:
         for line_no, stem, text in self._items:
-            with Image.open(find_image(self.mask_dir, stem)) as img:
-                mask = np.asarray(img)
+            mask = read_raster(find_image(self.mask_dir, stem), f"sample {line_no}:{stem}")
             if mask.ndim == 3:
                 mask = mask.any(axis=2)
             yield Sample(
