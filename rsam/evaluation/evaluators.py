@@ -86,9 +86,10 @@ def _boundary(boundary_fn: BoundaryFn | None, image: np.ndarray) -> np.ndarray |
 
 
 def _as_torch(entry: dict) -> dict:
-    """numpy detection entry -> the tensors torchmetrics' ``MeanAveragePrecision`` wants."""
+    """numpy detection entry -> the tensors torchmetrics' ``MeanAveragePrecision`` wants (float64: the values reach
+    COCOeval unrounded)."""
     return {
-        key: torch.as_tensor(np.asarray(value), dtype=torch.long if key == "labels" else torch.float32)
+        key: torch.as_tensor(np.asarray(value), dtype=torch.long if key == "labels" else torch.float64)
         for key, value in entry.items()
     }
 
