@@ -237,3 +237,14 @@ def test_dota_bad_lines_name_file_and_line(tmp_path, capsys, line, message):
     (folder / "Task1_plane.txt").write_text("P0001 0.9 10 10 50 10 50 50 10 50\n" + line + "\n")
     err = _score_error(capsys, "--task", "obb", "--pred", str(folder), "--gt", str(tmp_path / "labelTxt"))
     assert "Task1_plane.txt:2" in err and message in err
+
+
+def test_dota_ground_truth_nan_names_file_and_line(tmp_path, capsys):
+    labels = tmp_path / "labelTxt"
+    rows = [("plane", [10, 10, 50, 10, 50, 50, 10, 50]), ("plane", ["nan", 1, 2, 1, 2, 2, 1, 2])]
+    _dota_labels(labels, "P0001", rows)
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    (folder / "Task1_plane.txt").write_text("P0001 0.9 10 10 50 10 50 50 10 50\n")
+    err = _score_error(capsys, "--task", "obb", "--pred", str(folder), "--gt", str(labels))
+    assert "P0001.txt:4" in err and "finite" in err
