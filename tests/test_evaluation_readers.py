@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from rsam.data.refer import load_refs
 from rsam.evaluation import benchmark_names, get_benchmark
 from rsam.evaluation.readers import (
     CaptionReader,
@@ -57,6 +58,15 @@ def test_restricted_unpickler_allows_containers_and_refuses_code(tmp_path):
     (tmp_path / "broken.p").write_bytes(b"\x80\x04garbage")
     with pytest.raises(ValueError, match="cannot read pickle"):
         safe_load_pickle(tmp_path / "broken.p")
+    # the data engine reads refs with the same unpickler: same containers, same refusal
+    assert load_refs(good) == safe_load_pickle(good)
+    with pytest.raises(UnsafePickleError, match="refusing to load global (posix|os).system"):
+        load_refs(bad)
+    py2 = tmp_path / "py2.p"  # a Python 2 protocol-0 pickle: __builtin__ names, byte strings
+    py2.write_bytes(
+        b"(lp0\n(dp1\nS'split'\np2\nS'test'\np3\nsS'ids'\np4\nc__builtin__\nset\np5\n((lp6\nI1\naI2\natp7\nRp8\nsa."
+    )
+    assert load_refs(py2) == [{"split": "test", "ids": {1, 2}}]
 
 
 def _write_refer(tmp_path, segmentation, sentences=None, size=(6, 8)):

@@ -57,10 +57,7 @@ def load_refs(path: str | Path) -> list:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"refs pickle not found: {path}")
-    try:
-        refs = safe_load_pickle(path)
-    except ValueError as err:
-        raise ValueError(f"{path}: not a plain refs pickle: {err}") from err
+    refs = safe_load_pickle(path)  # ValueError / UnsafePickleError naming the file
     if not isinstance(refs, list):
         raise ValueError(f"{path}: expected a pickled list of refs, got {type(refs).__name__}")
     return refs
