@@ -201,7 +201,7 @@ def test_dota_submission_round_trip_and_hand_computed_ap(tmp_path, capsys):
         f"Task{t}_{n}.txt" for t in (1, 2) for n in ("plane", "storage-tank", "ship")
     )
     task2 = (folder / "Task2_storage-tank.txt").read_text()
-    assert task2 == "P0002 0.3 10.5 10.25 50.0 10.25 50.0 50.0 10.5 50.0\n"  # DET_DOTA.py layout, str(float(v))
+    assert task2 == "P0002 0.3 10.5 10.25 50.0 50.0\n"  # the DOTA server's layout, str(float(v))
     task1 = (folder / "Task1_plane.txt").read_text().splitlines()
     assert task1[0] == "P0001 0.8999999761581421 10.0 10.0 50.0 10.0 50.0 50.0 10.0 50.0"  # float32 score, exact
     rows = read_submission(folder, "obb", ["plane", "storage-tank", "ship"])
@@ -211,8 +211,8 @@ def test_dota_submission_round_trip_and_hand_computed_ap(tmp_path, capsys):
         result = score_files(task, folder, labels)
         assert result["AP50_per_class"]["plane"] == pytest.approx(expected_plane, abs=1e-12), task
         assert result["AP50_per_class"]["storage-tank"] == pytest.approx(1.0, abs=1e-12), task  # IoU 0.98 both
-    # the devkit's own 4-value Task2 layout is read too; a Task2 line that is not a rectangle is refused
-    (folder / "Task2_ship.txt").write_text("P0001 0.5 1 2 30 40\n")
+    # DET_DOTA.py's 4-corner Task2 layout is read too; a 4-corner Task2 line that is not a rectangle is refused
+    (folder / "Task2_ship.txt").write_text("P0001 0.5 1 2 30 2 30 40 1 40\n")
     ship = [row for row in read_submission(folder, "hbb", ["airplane", "storagetank", "ship"]) if row[1] == 2]
     assert ship == [("P0001", 2, 0.5, [1.0, 2.0, 30.0, 40.0])]
     (folder / "Task2_ship.txt").write_text("P0001 0.5 1 2 30 3 30 40 1 40\n")

@@ -5,19 +5,21 @@ with the devkit's ``ResultMerge`` rule: shift by the patch origin, NMS 0.3 per i
 :func:`rsam.tasks.tiling.detect_tiled`)::
 
     Task1_<class>.txt   <image> <score> x1 y1 x2 y2 x3 y3 x4 y4        (the 4 corners of the oriented box)
-    Task2_<class>.txt   <image> <score> x1 y1 x2 y1 x2 y2 x1 y2        (the horizontal box as 4 corners)
+    Task2_<class>.txt   <image> <score> xmin ymin xmax ymax            (the horizontal box)
 
-The Task2 layout is the one ``tasks/code/eval/DET_DOTA.py`` writes (``pts = [x1, y1, x2, y1, x2, y2, x1, y2]``);
-numbers are written as Python writes a float (``str(float(v))``, as DET_DOTA.py and the devkit's ``ResultMerge``
-do), so reading a file back gives the very values written. Lines are sorted by image name, then by descending
-score. Files are named with the DOTA server's class names (``Task1_plane.txt``, ``Task2_storage-tank.txt``: the
-devkit's spelling, :data:`DOTA_FILE_NAMES`), which is also the spelling of the DOTA label files. From horizontal
-detections (``dota-v2-det``) Task1 holds the same boxes as axis-aligned polygons; from
+These are the layouts of the DOTA server's task pages (captain-whu.github.io/DOTA/tasks.html). The official
+``tasks/code/eval/DET_DOTA.py`` writes its patch-level Task2 lines as 4 corners instead
+(``pts = [x1, y1, x2, y1, x2, y2, x1, y2]``), which the server's 4-value Task2 parser would misread; that layout is
+accepted when reading. Numbers are written as Python writes a float (``str(float(v))``, as DET_DOTA.py and the
+devkit's ``ResultMerge`` do), so reading a file back gives the very values written. Lines are sorted by image name,
+then by descending score. Files are named with the DOTA server's class names (``Task1_plane.txt``,
+``Task2_storage-tank.txt``: the devkit's spelling, :data:`DOTA_FILE_NAMES`), which is also the spelling of the DOTA
+label files. From horizontal detections (``dota-v2-det``) Task1 holds the same boxes as axis-aligned polygons; from
 oriented detections (``dota-v2-obb``) Task2 holds the extents of the merged polygons.
 
-Reading (``rsam score --task det|obb`` on a folder of these files): ``det`` reads the ``Task2_*`` files — 8 values
-(the DET_DOTA.py layout, which must be an axis-aligned rectangle) or 4 values ``xmin ymin xmax ymax`` (the devkit's
-own Task2 layout) — and ``obb`` the ``Task1_*`` files. Every number must be finite; every problem is an error naming
+Reading (``rsam score --task det|obb`` on a folder of these files): ``det`` reads the ``Task2_*`` files — 4 values
+``xmin ymin xmax ymax`` (the server's layout) or 8 values (the DET_DOTA.py layout, which must be an axis-aligned
+rectangle) — and ``obb`` the ``Task1_*`` files. Every number must be finite; every problem is an error naming
 the file and line.
 """
 
@@ -75,7 +77,7 @@ class DotaSubmission:
             polys = boxes.coords if boxes.box_type == "obb" else hbb_corners(hbb)
             for score, poly, box in zip(boxes.scores, polys, hbb):
                 self.rows["obb"][name].append((image, float(score), [float(v) for v in poly]))
-                self.rows["hbb"][name].append((image, float(score), [float(v) for v in hbb_corners(box[None])[0]]))
+                self.rows["hbb"][name].append((image, float(score), [float(v) for v in box]))
 
     def merge(self, other: DotaSubmission) -> None:
         """Add another rank's rows."""
