@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from rsam.data.expressions import Instance, candidate_expressions, select_unique
+from rsam.data.filtering import Scorer, mask_region
 from rsam.data.masks import box_mask, decode_segmentation
 from rsam.data.pipeline import DatasetSpec, Job, JobOutput
 from rsam.data.records import (
@@ -48,7 +49,6 @@ from rsam.data.records import (
     reencode_image,
     validate_text,
 )
-from rsam.data.filtering import Scorer, mask_region
 from rsam.data.vlm import MAX_WORDS, VLMClient, VLMError, normalise_category, word_count
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect as _inspect
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,4 +44,4 @@ def mask_region(rgb: np.ndarray, mask: np.ndarray, pad: float = REGION_PAD) -> n
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     dx, dy = int(round((x1 - x0) * pad)), int(round((y1 - y0) * pad))
     height, width = mask.shape
-    return rgb[max(0, y0 - dy): min(height, y1 + dy), max(0, x0 - dx): min(width, x1 + dx)]
+    return rgb[max(0, y0 - dy) : min(height, y1 + dy), max(0, x0 - dx) : min(width, x1 + dx)]

@@ -3,8 +3,9 @@
 Inputs (spec ``remotesam.md`` §1.6, ``official-protocol-quirks.md`` A):
 
 - ``refs(unc).p``: a pickled list of ref dicts (``split``, ``ann_id``, ``image_id``, ``file_name``, ``category_id``,
-  ``sentences[*].sent|raw``). The file is untrusted: it is read with the restricted unpickler of :mod:`rsam.safe_pickle`, which
-  refuses every global but the plain-container constructors, so nothing in the pickle can execute code.
+  ``sentences[*].sent|raw``). The file is untrusted: it is read with the restricted unpickler of
+  :mod:`rsam.safe_pickle`, which refuses every global but the plain-container constructors, so nothing in the pickle
+  can execute code.
 - ``instances.json``: COCO-style; ``annotations[*].segmentation`` is a list of RLEs or polygons (one RLE dict is
   accepted too). Uncompressed RLE is rejected, as by both official readers.
 - An image folder. The named file wins; if it is missing, ``.png`` is retried as ``.jpg`` and vice versa, exactly as
