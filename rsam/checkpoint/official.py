@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from rsam.checkpoint.weights_io import CheckpointError, safe_torch_load
 from rsam.models.config import RemoteSAMConfig, SwinConfig, TextConfig
 
 log = logging.getLogger(__name__)
@@ -27,27 +27,6 @@ log = logging.getLogger(__name__)
 POOLER_KEYS = ("text_encoder.pooler.dense.weight", "text_encoder.pooler.dense.bias")
 MODULE_PREFIX = "module."
 KNOWN_BERT_HEADS = {"bert-base-uncased": 12, "bert-base-cased": 12, "bert-large-uncased": 16, "bert-large-cased": 16}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used as asked (unsafe pickle, wrong keys, missing numbers)."""
-
-
-def safe_torch_load(path: str | Path) -> Any:
-    """``torch.load`` with weights-only unpickling; allows ``argparse.Namespace`` and nothing else extra."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[-1] if first else "")
-        raise CheckpointError(
-            f"{path}: refused to unpickle (weights-only loading allows tensors, containers and argparse.Namespace "
-            f"only; nothing in the file was executed): {detail.strip()}"
-        ) from None
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
