@@ -271,7 +271,7 @@ def test_arguments_fit_the_rsam_test_parser():
     args = parser.parse_args(
         ["--benchmark", "dior-det", "--data", "d", "--ckpt", "c.ckpt", "--no-wandb", "--devices", "0,1"]
     )
-    assert (args.benchmark, args.ckpt, args.ckpt_path, args.wandb, args.devices) == (
+    assert (args.benchmark, args.model, args.ckpt_path, args.wandb, args.devices) == (
         "dior-det",
         "c.ckpt",
         None,

@@ -12,7 +12,6 @@ import torch
 
 from rsam.checkpoint import CheckpointError
 from rsam.checkpoint.swin_pretrained import MICROSOFT, TIMM, load_swin_backbone, resize_bias_table
-from rsam.checkpoint.text_encoder import load_text_encoder
 from rsam.models import RemoteSAMConfig, SwinConfig, TextConfig, build_model, official_config
 from rsam.models.swin import shifted_window_mask
 
@@ -55,7 +54,7 @@ def build_timm(name: str | None = None, **kwargs):
     else:
         model = timm.create_model(name, **options)
     with torch.no_grad():  # timm zero-inits biases and norms; random values make the comparison meaningful
-        for key, param in model.named_parameters():
+        for param in model.parameters():
             if param.ndim == 1:
                 param.add_(torch.randn_like(param) * 0.05)
     return model.eval()

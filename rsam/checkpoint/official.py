@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from rsam.checkpoint.weights_io import CheckpointError, safe_torch_load
+from rsam.checkpoint.weights_io import CheckpointError, safe_torch_load  # noqa: F401 (re-exported)
 from rsam.models.config import RemoteSAMConfig, SwinConfig, TextConfig
 
 log = logging.getLogger(__name__)
@@ -166,19 +166,11 @@ def infer_config(
 
 
 def load_official_checkpoint(path: str | Path, config: RemoteSAMConfig | None = None):
-    """Read an official ``.pth`` safely -> ``(model in eval mode, config, info)``; strict keys after normalisation."""
-    from rsam.models import build_model
+    """Read an official ``.pth`` safely -> ``(model in eval mode, config, info)``; strict keys after normalisation.
+    Other formats are refused (:func:`rsam.checkpoint.load_model` reads them all)."""
+    from rsam.checkpoint.loader import OFFICIAL, open_model
 
-    obj = safe_torch_load(path)
-    state = normalize_official_keys(extract_state_dict(obj, str(path)))
-    args = obj.get("args") if isinstance(obj, Mapping) else None
-    cfg = infer_config(state, args, overrides=config)
-    model = build_model(cfg)
-    load_strict(model, state, str(path))
-    model.eval()
-    info = {
-        "epoch": obj.get("epoch") if isinstance(obj, Mapping) else None,
-        "has_optimizer": isinstance(obj, Mapping) and "optimizer" in obj,
-    }
-    log.info("loaded %s (%d tensors, epoch %s)", path, len(state), info["epoch"])
-    return model, cfg, info
+    loaded = open_model(path, config=config)
+    if loaded.kind != OFFICIAL:
+        raise CheckpointError(f"{path}: a {loaded.kind}, not an official RemoteSAM checkpoint")
+    return loaded.model, loaded.model.config, loaded.info

@@ -204,9 +204,7 @@ def load_swin_backbone(model: torch.nn.Module, path: str | Path) -> LoadReport:
             f"{target[PATCH_PROJ].shape[1]} (RGB); a checkpoint for another number of bands cannot initialise it"
         )
     unexpected = sorted(k for k in mapped if k not in target or not _MODEL_SWIN_KEY.match(k))
-    missing = sorted(
-        k for k in target if _MODEL_SWIN_KEY.match(k) and not _MODEL_DERIVED.search(k) and k not in mapped
-    )
+    missing = sorted(k for k in target if _MODEL_SWIN_KEY.match(k) and not _MODEL_DERIVED.search(k) and k not in mapped)
     mismatched, values = [], {}
     for key, value in mapped.items():
         if key in unexpected:
