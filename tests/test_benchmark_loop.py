@@ -260,7 +260,7 @@ def test_bad_input_gets_one_clear_error(tmp_path, model_dir):
     with pytest.raises(CheckpointError, match="missing"):
         run("refsegrs", data, tmp_path / "wrong.pth", tmp_path / "out")
     args = add_benchmark_arguments(argparse.ArgumentParser()).parse_args(["--benchmark", "refsegrs"])
-    with pytest.raises(ValueError, match="needs --data, --ckpt"):
+    with pytest.raises(ValueError, match="needs --data, --model"):
         run_from_args(args)
 
 

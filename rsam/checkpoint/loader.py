@@ -139,7 +139,7 @@ def _load_pickle(path: Path, config: RemoteSAMConfig | None) -> LoadedModel:
         )
     raise CheckpointError(
         f"{source}: not a RemoteSAM checkpoint (neither a Lightning checkpoint of `rsam fit` nor an official "
-        f"RemoteSAMv1.pth): it holds {_looks_like(state)}"
+        f"RemoteSAMv1.pth; missing backbone.* / classifier.* keys): it holds {_looks_like(state)}"
     )
 
 
@@ -178,7 +178,8 @@ def open_model(path_or_name: str | Path, *, config: RemoteSAMConfig | None = Non
             path = folder
         else:
             raise FileNotFoundError(
-                f"{path}: no such file or folder (and not a registered model name: {', '.join(model_names())})"
+                f"checkpoint not found: {path} (no such file or folder, and not a registered model name: "
+                f"{', '.join(model_names())})"
             )
     if path.is_dir():
         if (path / WEIGHTS_NAME).is_file() or (path / CONFIG_NAME).is_file():

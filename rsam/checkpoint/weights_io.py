@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 SAFETENSORS_SUFFIX = ".safetensors"
+TORCH_MAGIC = (b"PK", b"\x80")  # torch.save's zip archive; a legacy (protocol >= 2) pickle
 
 
 class CheckpointError(ValueError):
@@ -34,6 +35,10 @@ def safe_torch_load(path: str | Path) -> Any:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes; an interrupted write?)")
+    with path.open("rb") as handle:
+        magic = handle.read(2)
+    if magic not in TORCH_MAGIC:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (neither a torch.save zip nor a pickle)")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
