@@ -9,6 +9,7 @@ import re
 
 import pytest
 import torch
+from helpers.swin_layouts import build_timm, microsoft_layout
 
 from rsam.checkpoint import CheckpointError
 from rsam.checkpoint.swin_pretrained import MICROSOFT, TIMM, load_swin_backbone, resize_bias_table
@@ -16,49 +17,10 @@ from rsam.checkpoint.text_encoder import load_text_encoder
 from rsam.models import RemoteSAMConfig, SwinConfig, TextConfig, build_model, official_config
 from rsam.models.swin import shifted_window_mask
 
-timm = pytest.importorskip("timm")
-
 TINY_TEXT = TextConfig(
     vocab_size=64, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_position_embeddings=32
 )
 SMALL_SWIN = dict(embed_dim=48, depths=(2, 1, 3, 2), num_heads=(2, 3, 6, 12), window_size=6)
-
-
-def microsoft_layout(timm_model) -> dict[str, torch.Tensor]:
-    """The inverse of timm's ``checkpoint_filter_fn``: PatchMerging back to the end of the previous stage, ``head.fc``
-    -> ``head``, and the buffers the Microsoft release saves (``relative_position_index`` of every block, ``attn_mask``
-    of every shifted block whose stage is larger than a window)."""
-    from timm.models.swin_transformer import get_relative_position_index
-
-    out = {}
-    for key, value in timm_model.state_dict().items():
-        key = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", key)
-        out[key.replace("head.fc.", "head.")] = value.clone()
-    for i, stage in enumerate(timm_model.layers):
-        for j, block in enumerate(stage.blocks):
-            window = block.window_size[0]
-            out[f"layers.{i}.blocks.{j}.attn.relative_position_index"] = get_relative_position_index(window, window)
-            resolution = block.input_resolution[0]
-            if j % 2 and resolution > window:
-                grid = torch.zeros(1, resolution, resolution, 1)
-                out[f"layers.{i}.blocks.{j}.attn_mask"] = block.get_attn_mask(grid)
-    return out
-
-
-def build_timm(name: str | None = None, **kwargs):
-    torch.manual_seed(0)
-    options = dict(pretrained=False, always_partition=True, dynamic_img_size=True)
-    if name is None:
-        from timm.models.swin_transformer import SwinTransformer
-
-        model = SwinTransformer(img_size=96, num_classes=10, always_partition=True, dynamic_img_size=True, **kwargs)
-    else:
-        model = timm.create_model(name, **options)
-    with torch.no_grad():  # timm zero-inits biases and norms; random values make the comparison meaningful
-        for param in model.parameters():
-            if param.ndim == 1:
-                param.add_(torch.randn_like(param) * 0.05)
-    return model.eval()
 
 
 def rsam_for(swin: SwinConfig, image_size=(384, 384)):

@@ -30,7 +30,13 @@ def initialise_model(
     from rsam.checkpoint.swin_pretrained import load_swin_backbone
     from rsam.checkpoint.text_encoder import load_text_encoder
 
-    lines = []
+    lines: list[str] = []
+
+    def say(*new: str) -> None:
+        for line in new:
+            log.info("%s", line)
+        lines.extend(new)
+
     if weights:
         if backbone or text_encoder:
             raise CheckpointError("init.weights holds the whole network: do not combine it with init.backbone/text")
@@ -38,17 +44,15 @@ def initialise_model(
         if source.config.to_dict() != model.config.to_dict():
             raise ValueError(f"init.weights {weights}: its architecture differs from the recipe's model section")
         load_strict(model, source.state_dict(), str(weights))
-        lines.append(f"init.weights: the whole network ({len(model.state_dict())} tensors) from {weights}")
+        say(f"init.weights: the whole network ({len(model.state_dict())} tensors) from {weights}")
+        return lines
     if backbone:
-        lines.extend(load_swin_backbone(model, backbone).table())
+        say(*load_swin_backbone(model, backbone).table())
+    else:
+        say("init.backbone: none (the Swin trunk keeps the official random init)")
     if text_encoder:
-        load_text_encoder(model.text_encoder, text_encoder)
-        lines.append(f"init.text_encoder: {len(model.text_encoder.state_dict())} tensors from {text_encoder}")
-    if not weights:
-        if not backbone:
-            lines.append("init.backbone: none (the Swin trunk keeps the official random init)")
-        if not text_encoder:
-            lines.append("init.text_encoder: none (the text encoder keeps BERT's random init)")
-    for line in lines:
-        log.info("%s", line)
+        file = load_text_encoder(model.text_encoder, text_encoder)
+        say(f"init.text_encoder: {len(model.text_encoder.state_dict())} tensors from {file}")
+    else:
+        say("init.text_encoder: none (the text encoder keeps BERT's random init)")
     return lines

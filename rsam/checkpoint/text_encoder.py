@@ -11,7 +11,6 @@ match exactly. A folder whose architecture differs from the model's text section
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -20,8 +19,6 @@ import torch
 from rsam.checkpoint.official import CheckpointError, load_strict
 from rsam.checkpoint.weights_io import read_state_dict
 from rsam.models.config import TextConfig
-
-log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 CHECKED_FIELDS = (
@@ -100,10 +97,10 @@ def check_text_config(found: TextConfig, expected: TextConfig, source: str, expe
         )
 
 
-def load_text_encoder(encoder: torch.nn.Module, folder: str | Path) -> None:
-    """Load a local HF BERT folder's weights into ``encoder`` (a ``BertTextEncoder``), strictly."""
+def load_text_encoder(encoder: torch.nn.Module, folder: str | Path) -> Path:
+    """Load a local HF BERT folder's weights into ``encoder`` (a ``BertTextEncoder``), strictly; returns the file."""
     folder = Path(folder)
     check_text_config(text_config_from_hf(folder / "config.json"), encoder.config, str(folder))
     weights = bert_weights_file(folder)
     load_strict(encoder, hf_bert_state(weights), f"text encoder {weights}")
-    log.info("init.text_encoder: %d tensors from %s", len(encoder.state_dict()), weights)
+    return weights
