@@ -71,7 +71,7 @@ def _strip_wrappers(state: Mapping[str, torch.Tensor], source: str) -> dict[str,
             f"{source}: this is a whole RemoteSAM checkpoint (backbone.* with language fusion), not an ImageNet Swin "
             "checkpoint; use init.weights for it"
         )
-    if any(k.startswith("model.") for k in state) and "state_dict" not in state:
+    if any(k.startswith("model.backbone.") for k in state):
         raise CheckpointError(f"{source}: keys under 'model.' look like a Lightning checkpoint; use init.weights")
     return state
 
