@@ -145,3 +145,22 @@ def test_registered_names_resolve_to_converted_folders(weights, tmp_path, monkey
         load_model("remotesam-huge")
     save_pretrained(weights["network"], tmp_path / "demo")  # any converted folder under the name
     assert open_model("demo").kind == RSAM_FOLDER
+
+
+def test_recipes_name_registered_models_and_init_sources():
+    from rsam.models import model_config_by_name, official_config
+    from rsam.recipes import RecipeError, load_recipe, model_config
+
+    recipe = load_recipe("remotesam-270k", check_files=False)
+    assert model_config(recipe) == official_config() == model_config_by_name("remotesam-base")
+    assert recipe.init.backbone.endswith("swin_base_patch4_window12_384_22k.pth")
+    assert recipe.init.text_encoder.endswith("bert-base-uncased")
+    assert model_config(load_recipe("finetune", check_files=False)) == official_config()
+    demo = load_recipe("demo", ["model=demo", "model.swin.drop_path_rate=0.2"], check_files=False)
+    assert model_config(demo).swin.drop_path_rate == 0.2 and model_config(demo).swin.embed_dim == 32
+    with pytest.raises(RecipeError, match="recipe key 'model': unknown model name 'remotesam-huge'"):
+        load_recipe("demo", ["model=remotesam-huge"], check_files=False)
+    with pytest.raises(RecipeError, match="'init.backbone'"):
+        load_recipe("finetune", ["init.backbone=swin.pth"], check_files=False)
+    with pytest.raises(RecipeError, match="recipe key 'init.backbone': /nonexistent/swin.pth does not exist"):
+        load_recipe("demo", ["init.backbone=/nonexistent/swin.pth"])
