@@ -307,7 +307,7 @@ def test_bad_input_gets_one_clear_error(tmp_path, model_dir):
     with pytest.raises(CheckpointError, match="missing"):
         run("refsegrs", data, tmp_path / "wrong.pth", tmp_path / "out")
     args = add_benchmark_arguments(argparse.ArgumentParser()).parse_args(["--benchmark", "refsegrs"])
-    with pytest.raises(ValueError, match="needs --data, --ckpt"):
+    with pytest.raises(ValueError, match="needs --data, --model"):
         run_from_args(args)
 
 
@@ -318,7 +318,7 @@ def test_arguments_fit_the_rsam_test_parser():
     args = parser.parse_args(
         ["--benchmark", "dior-det", "--data", "d", "--ckpt", "c.ckpt", "--no-wandb", "--devices", "0,1"]
     )
-    assert (args.benchmark, args.ckpt, args.ckpt_path, args.wandb, args.devices) == (
+    assert (args.benchmark, args.model, args.ckpt_path, args.wandb, args.devices) == (
         "dior-det",
         "c.ckpt",
         None,

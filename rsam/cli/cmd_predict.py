@@ -19,7 +19,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         "writes NNNN_overlay.png (prediction | ground truth, captioned) and NNNN_mask.png to "
         "predict.out_dir (default <trainer.default_root_dir>/predictions).",
     )
-    return add_recipe_arguments(parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)")
+    return add_recipe_arguments(
+        parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)", weights=True
+    )
 
 
 def write_predictions(outputs: list[dict], out_dir: Path, max_samples: int | None) -> int:

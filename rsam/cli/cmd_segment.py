@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from rsam.cli._lightning import MODEL_HELP
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -16,7 +18,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "writes OUT/<i>_<expression>.png overlays plus OUT/<i>_<expression>_mask.png.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="rsam model folder (config.json + model.safetensors) or official .pth")
+    source.add_argument("--model", metavar="PATH_OR_NAME", help=MODEL_HELP)
     source.add_argument(
         "--golden",
         nargs=2,

@@ -234,12 +234,12 @@ def run_benchmark_test(
     ``limit``: only the first ``limit`` samples of the benchmark (all ranks together) — smoke runs; the JSON says so.
     ``evaluator_options``: overrides of the benchmark's evaluator settings (e.g. ``{"seed": 1}`` for captions).
     """
-    from rsam.checkpoint.lightning_ckpt import load_any_model
+    from rsam.checkpoint import load_model
 
     started = time.time()
     spec = resolve_benchmark(benchmark)
     reader = spec.reader(data, split)
-    model = load_any_model(ckpt)
+    model = load_model(ckpt)
     evaluator = spec.evaluator(**(evaluator_options or {}))
     module = BenchmarkTestModule(
         model,
