@@ -25,7 +25,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 CPU_UNSUPPORTED_PRECISIONS = ("16-mixed", "16-true", "16")
 DEEPSPEED = "deepspeed"
 DEEPSPEED_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true")  # fp16: GPUs only
-LOCAL_FILE_KEYS = ("init.text_encoder", "init.weights")
+LOCAL_FILE_KEYS = ("init.text_encoder", "init.weights", "init.backbone")
 
 
 class RecipeError(ValueError):
@@ -46,7 +46,8 @@ if not OmegaConf.has_resolver("rsam_data"):
 @dataclass
 class InitSection:
     text_encoder: str | None = None  # "minilm" (the packaged MiniLM-L6) or a local HF BERT folder
-    weights: str | None = None  # rsam model folder (convert/export) or an official .pth: the whole network
+    weights: str | None = None  # the whole network: anything rsam.checkpoint.load_model reads
+    backbone: str | None = None  # an ImageNet Swin checkpoint (Microsoft release .pth or timm layout) for the trunk
 
 
 @dataclass
@@ -209,6 +210,7 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, check
     if overrides:
         sources.append(("command-line override", OmegaConf.from_dotlist(list(overrides))))
     for source, config in sources:
+        _expand_model_name(config, source)
         try:
             merged = OmegaConf.merge(merged, config)
         except OmegaConfBaseException as err:
@@ -219,6 +221,22 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, check
     check_recipe(merged, check_files=check_files)
     OmegaConf.set_readonly(merged, True)
     return merged
+
+
+def _expand_model_name(config: DictConfig, source: str) -> None:
+    """``model: NAME`` (a registered configuration, e.g. remotesam-base) -> that configuration's fields; later
+    sources (the command line) may still override single fields (``model.swin.drop_path_rate=0.2``)."""
+    from rsam.models.registry import model_config_by_name
+
+    name = config.get("model") if isinstance(config, DictConfig) else None
+    if not isinstance(name, str):
+        return
+    try:
+        fields = model_config_by_name(name).to_dict()
+    except KeyError as err:
+        raise RecipeError(f"{source}: recipe key 'model': {err.args[0]}") from None
+    fields.pop("format", None)
+    config.model = fields
 
 
 def model_config(recipe: DictConfig) -> RemoteSAMConfig:
@@ -287,14 +305,19 @@ def _check_model(recipe: DictConfig) -> RemoteSAMConfig:
         _fail("model", str(err))
 
 
-def _check_text_init(recipe: DictConfig, cfg: RemoteSAMConfig) -> None:
-    from rsam.checkpoint.text_encoder import text_config_from_hf
+def text_encoder_folder(recipe: DictConfig) -> Path:
     from rsam.text import minilm_model_dir
 
     source = recipe.init.text_encoder
-    folder = minilm_model_dir() if source == MINILM else Path(source)
+    return minilm_model_dir() if source == MINILM else Path(source)
+
+
+def _check_text_init(recipe: DictConfig, cfg: RemoteSAMConfig) -> None:
+    from rsam.checkpoint.text_encoder import CHECKED_FIELDS, text_config_from_hf
+
+    folder = text_encoder_folder(recipe)
     found = text_config_from_hf(folder / "config.json")
-    for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+    for name in CHECKED_FIELDS:
         if getattr(found, name) != getattr(cfg.text, name):
             _fail(
                 f"model.text.{name}",
@@ -358,6 +381,8 @@ def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
         _fail("trainer.precision", f"{trainer.precision} is not supported on CPU (use 32-true or bf16-mixed)")
     if recipe.init.weights and recipe.init.text_encoder:
         _fail("init.text_encoder", "init.weights already holds the text encoder; set only one of the two")
+    if recipe.init.weights and recipe.init.backbone:
+        _fail("init.backbone", "init.weights already holds the backbone; set only one of the two")
     if recipe.checkpoint.mode not in ("max", "min"):
         _fail("checkpoint.mode", f"must be 'max' or 'min', got {recipe.checkpoint.mode!r}")
     if recipe.wandb.mode not in WANDB_MODES:

@@ -3,6 +3,8 @@ metrics equal the model-free runner fed one prompt at a time, DOTA tiling, resul
 
 import argparse
 import json
+import shutil
+import time
 
 import numpy as np
 import pytest
@@ -20,18 +22,22 @@ from helpers.benchmark_loop import (
     write_refsegrs,
 )
 
-from rsam.benchmarks import evaluators as ev
-from rsam.benchmarks import get_benchmark, run_registered
-from rsam.benchmarks.model_predict import model_predict_fn
-from rsam.benchmarks.samples import Sample
-from rsam.benchmarks.sharding import RankShare
 from rsam.checkpoint.official import CheckpointError
 from rsam.cli._benchmark_args import add_benchmark_arguments, run_from_args
+from rsam.evaluation import evaluators as ev
+from rsam.evaluation import get_benchmark, run_registered
+from rsam.evaluation.dota_submission import DOTA_FILE_NAMES
+from rsam.evaluation.model_predict import model_predict_fn
+from rsam.evaluation.prediction_files import score_files
+from rsam.evaluation.samples import Sample
+from rsam.evaluation.sharding import RankShare
 from rsam.lit.benchmark import run_benchmark_test
 from rsam.predict import Predictor
 from rsam.preprocess import to_rgb_uint8
 from rsam.tasks import class_prompts, detect, detect_tiled, resize_nearest
 from rsam.tasks.prompts import DIOR_CLASSES, DOTA_V2_CLASSES
+
+DOTA_FILE_CLASSES = [DOTA_FILE_NAMES.get(n, n) for n in DOTA_V2_CLASSES]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -179,6 +185,31 @@ def test_dota_large_images_are_tiled(tmp_path, model_dir, one_prompt_fn, monkeyp
     assert len(calls) == 4
     assert_same_metrics(payload["metrics"], reference)
     assert 0 < payload["metrics"]["AP50"] < 1
+    # the DOTA submission files, merged to the original images, score back to the same AP through rsam score
+    folder = tmp_path / "out" / "submission"
+    assert payload["files"]["submission"] == str(folder)
+    assert {p.name for p in folder.glob("Task1_*.txt")} == {f"Task1_{n}.txt" for n in DOTA_FILE_CLASSES}
+    assert {p.name for p in folder.glob("Task2_*.txt")} == {f"Task2_{n}.txt" for n in DOTA_FILE_CLASSES}
+    lines = [line.split() for p in folder.glob("Task1_*.txt") for line in p.read_text().splitlines()]
+    assert lines and {fields[0] for fields in lines} <= {"P0000", "P0001"} and all(len(f) == 10 for f in lines)
+    rescored = score_files("obb", folder, data / "labelTxt", classes=list(DOTA_V2_CLASSES))
+    assert rescored["AP50"] == pytest.approx(payload["metrics"]["AP50"], abs=1e-12)
+
+
+def test_dota_without_labels_writes_the_submission_only(tmp_path, model_dir):
+    """DOTA test-dev has no public labels: the same images without labelTxt give the same submission files and no
+    metric."""
+    data = write_dota(tmp_path / "dota", (120, 160), 2, [("ship", (10, 10, 60, 12, 58, 40, 8, 38))])
+    labelled = run("dota-v2-det", data, model_dir, tmp_path / "labelled")
+    shutil.rmtree(data / "labelTxt")
+    unlabelled = run("dota-v2-det", data, model_dir, tmp_path / "unlabelled")
+    assert unlabelled["metrics"] == {"images": 2, "labelled": False} and "AP50" in labelled["metrics"]
+    files = {
+        run_name: {p.name: p.read_text() for p in (tmp_path / run_name / "submission").glob("*.txt")}
+        for run_name in ("labelled", "unlabelled")
+    }
+    assert len(files["labelled"]) == 36 and files["labelled"] == files["unlabelled"]
+    assert any(files["labelled"].values())
 
 
 def _lightning_checkpoint(path, state=None):
@@ -201,9 +232,25 @@ def _lightning_checkpoint(path, state=None):
     return path
 
 
-def test_lightning_checkpoint_cli_and_wandb(tmp_path, model_dir, capsys):
-    from helpers.wandb_records import history
+def _finished_history(path, timeout: float = 60.0) -> list:
+    """The history rows of an offline run file once wandb's service has written its exit record (the file is
+    written asynchronously, after ``finish()`` returns)."""
+    from helpers.wandb_records import history, raw_records
+    from wandb.proto import wandb_internal_pb2
 
+    deadline = time.monotonic() + timeout
+    while True:
+        kinds = []
+        for payload in raw_records(path):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            kinds.append(record.WhichOneof("record_type"))
+        if "exit" in kinds or time.monotonic() > deadline:
+            return history(path)
+        time.sleep(0.2)
+
+
+def test_lightning_checkpoint_cli_and_wandb(tmp_path, model_dir, capsys):
     data = write_refsegrs(tmp_path / "data")
     ckpt = _lightning_checkpoint(tmp_path / "fit.ckpt")
     folder_run = run("refsegrs", data, model_dir, tmp_path / "folder", limit=4)
@@ -235,7 +282,7 @@ def test_lightning_checkpoint_cli_and_wandb(tmp_path, model_dir, capsys):
     assert_same_metrics(saved["metrics"], folder_run["metrics"])
     runs = list((tmp_path / "ckpt" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
-    rows = history(runs[0])
+    rows = _finished_history(runs[0])
     assert any(row.get("test/oIoU") == pytest.approx(saved["metrics"]["oIoU"]) for row in rows)
     assert any(row.get("test/results/_type") == "table-file" for row in rows)
     table = json.loads(next(runs[0].parent.glob("files/media/table/test/results_*.table.json")).read_text())
@@ -260,7 +307,7 @@ def test_bad_input_gets_one_clear_error(tmp_path, model_dir):
     with pytest.raises(CheckpointError, match="missing"):
         run("refsegrs", data, tmp_path / "wrong.pth", tmp_path / "out")
     args = add_benchmark_arguments(argparse.ArgumentParser()).parse_args(["--benchmark", "refsegrs"])
-    with pytest.raises(ValueError, match="needs --data, --ckpt"):
+    with pytest.raises(ValueError, match="needs --data, --model"):
         run_from_args(args)
 
 
@@ -271,7 +318,7 @@ def test_arguments_fit_the_rsam_test_parser():
     args = parser.parse_args(
         ["--benchmark", "dior-det", "--data", "d", "--ckpt", "c.ckpt", "--no-wandb", "--devices", "0,1"]
     )
-    assert (args.benchmark, args.ckpt, args.ckpt_path, args.wandb, args.devices) == (
+    assert (args.benchmark, args.model, args.ckpt_path, args.wandb, args.devices) == (
         "dior-det",
         "c.ckpt",
         None,

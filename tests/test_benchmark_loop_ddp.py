@@ -1,6 +1,6 @@
 """Two CPU ranks (DDP, gloo) give the single-process benchmark figures: each rank scores a disjoint share, the odd
 sample count pads rank 1 with one empty item that is never scored, summed states (referring segmentation) and the
-per-image list states of COCO and DOTA-devkit detection (gathered whole, see rsam.benchmarks.metric_sync) are
+per-image list states of COCO and DOTA-devkit detection (gathered whole, see rsam.evaluation.metric_sync) are
 synchronised. The
 script runs in a subprocess (the in-process DDP launcher is unsafe in pytest)."""
 
@@ -76,3 +76,8 @@ def test_two_ranks_equal_one_rank(benchmark, write, count, tmp_path):
         assert saved["metrics"][key] == (
             pytest.approx(value, abs=1e-9) if not isinstance(value, dict) else pytest.approx(value)
         ), key
+    if benchmark.startswith("dota"):  # the submission files gathered from both ranks equal the one-rank files
+        one = {p.name: p.read_text() for p in (tmp_path / "one" / "submission").glob("*.txt")}
+        two = {p.name: p.read_text() for p in (tmp_path / "two" / "submission").glob("*.txt")}
+        assert len(one) == 36 and one == two
+        assert sum(len(text.splitlines()) for text in two.values()) > 0

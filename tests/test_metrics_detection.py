@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers.coco_cases import cocoeval_stats, random_coco_case
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -98,6 +99,49 @@ def test_coco_ap50_per_class_equals_cocoeval_per_class(seed):
     assert result["AP50_per_class"]["c"] is None  # no ground truth -> left out of the mean
     scored = [v for v in result["AP50_per_class"].values() if v is not None]
     assert result["AP50"] == pytest.approx(np.mean(scored))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_coco_metric_equals_cocoeval_to_1e9(seed):
+    gt, dets = random_coco_case(seed)
+    n_classes = len(gt["categories"])
+    metric = CocoDetectionMetric([f"c{c}" for c in range(n_classes)], box_format="xywh")
+    for image in sorted(gt["images"], key=lambda img: img["id"]):
+        mine = [d for d in dets if d["image_id"] == image["id"]]
+        truth = [a for a in gt["annotations"] if a["image_id"] == image["id"]]
+        metric.update(
+            [
+                {
+                    "boxes": torch.tensor([d["bbox"] for d in mine], dtype=torch.float64).reshape(-1, 4),
+                    "scores": torch.tensor([d["score"] for d in mine], dtype=torch.float64),
+                    "labels": torch.tensor([d["category_id"] for d in mine], dtype=torch.long),
+                }
+            ],
+            [
+                {
+                    "boxes": torch.tensor([a["bbox"] for a in truth], dtype=torch.float64).reshape(-1, 4),
+                    "labels": torch.tensor([a["category_id"] for a in truth], dtype=torch.long),
+                }
+            ],
+        )
+    result = metric.compute()
+    assert max(sum(d["image_id"] == i["id"] for d in dets) for i in gt["images"]) > 100  # maxDets cut-off used
+    stats = cocoeval_stats(gt, dets)
+    assert abs(result["AP"] - stats[0]) <= 1e-9
+    assert abs(result["AP75"] - stats[2]) <= 1e-9
+    per_class = []
+    for c in range(n_classes):
+        one = cocoeval_stats(gt, dets, [c])
+        if one[1] < 0:  # no ground truth for this class
+            assert result["AP50_per_class"][f"c{c}"] is None and result["AP_per_class"][f"c{c}"] is None
+            continue
+        per_class.append(one[1])
+        assert abs(result["AP50_per_class"][f"c{c}"] - one[1]) <= 1e-9
+        assert abs(result["AP_per_class"][f"c{c}"] - one[0]) <= 1e-9
+    assert result["AP50_per_class"][f"c{n_classes - 1}"] is None  # the class without ground truth
+    assert result["AP50_per_class"][f"c{n_classes - 2}"] == 0.0  # ground truth, no detection
+    assert abs(result["AP50"] - np.mean(per_class)) <= 1e-9
+    assert abs(result["AP50"] - stats[1]) <= 1e-9  # the all-class stats[1] is the same mean
 
 
 def test_coco_ap50_hand_computed():

@@ -63,6 +63,21 @@ def test_semantic_metric_official_iou_with_absent_classes_and_f1():
     assert result["pixel_accuracy"] == pytest.approx(6 / 8)
 
 
+def test_semantic_metric_mpa_official_rule_hand_computed():
+    """SEG.py ``per_class_PA = diag / max(row, 1)`` averaged over every class: a class predicted but absent from the
+    ground truth (b) and a class absent from both (c) score 0 and count; background included; two images add up."""
+    classes = ["background", "a", "b", "c"]
+    metric = SemanticSegMetric(classes)
+    metric.update(np.array([[0, 1, 1, 1], [0, 0, 2, 1]]), np.array([[0, 0, 1, 1], [0, 0, 1, 1]]))
+    metric.update(np.array([[1, 1, 0]]), np.array([[0, 1, 1]]))
+    result = metric.compute()
+    # rows (gt) / diag: background 5 px, 3 right; a 6 px, 4 right; b 0 px; c 0 px
+    pa = [3 / 5, 4 / 6, 0.0, 0.0]
+    assert result["PA_per_class"] == pytest.approx(dict(zip(classes, pa)), abs=1e-12)
+    assert result["mPA"] == pytest.approx(sum(pa) / 4, abs=1e-12)
+    assert result["mPA"] == pytest.approx(0.31666666666666665, abs=1e-12)
+
+
 @pytest.mark.filterwarnings("ignore:The ``compute`` method")
 def test_semantic_metric_ignore_index_and_bad_labels():
     metric = SemanticSegMetric(["bg", "a"], ignore_index=255, mean_classes=[1])

@@ -1,23 +1,13 @@
-"""Checkpoints: official ``.pth`` (safe, strict), rsam folders (safetensors + config.json), golden sets,
-text encoders."""
+"""Checkpoints: one loader for RemoteSAM weights (:func:`load_model`: rsam folders, official ``.pth``, Lightning
+``.ckpt``, DeepSpeed folders, registered names), pretrained initialisation (Swin: ``swin_pretrained``; BERT:
+``text_encoder``), golden sets, safe readers."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from rsam.checkpoint.official import CheckpointError, load_official_checkpoint, load_strict, safe_torch_load
+from rsam.checkpoint.loader import load_model, open_model
+from rsam.checkpoint.official import load_official_checkpoint, load_strict
 from rsam.checkpoint.pretrained import load_pretrained, save_pretrained
-
-
-def load_model(path: str | Path):
-    """A model in eval mode from an rsam folder (or its ``model.safetensors``) or an official ``.pth`` file."""
-    path = Path(path)
-    if path.is_dir() or path.suffix == ".safetensors":
-        return load_pretrained(path)
-    if path.suffix in {".pth", ".pt", ".ckpt", ".bin"}:
-        return load_official_checkpoint(path)[0]
-    raise FileNotFoundError(f"{path}: expected an rsam model folder, a model.safetensors or an official .pth file")
-
+from rsam.checkpoint.weights_io import CheckpointError, read_state_dict, safe_torch_load
 
 __all__ = [
     "CheckpointError",
@@ -25,6 +15,8 @@ __all__ = [
     "load_official_checkpoint",
     "load_pretrained",
     "load_strict",
+    "open_model",
+    "read_state_dict",
     "safe_torch_load",
     "save_pretrained",
 ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from rsam.checkpoint.weights_io import CheckpointError, safe_torch_load  # noqa: F401 (re-exported)
 from rsam.models.config import RemoteSAMConfig, SwinConfig, TextConfig
 
 log = logging.getLogger(__name__)
@@ -27,27 +27,6 @@ log = logging.getLogger(__name__)
 POOLER_KEYS = ("text_encoder.pooler.dense.weight", "text_encoder.pooler.dense.bias")
 MODULE_PREFIX = "module."
 KNOWN_BERT_HEADS = {"bert-base-uncased": 12, "bert-base-cased": 12, "bert-large-uncased": 16, "bert-large-cased": 16}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used as asked (unsafe pickle, wrong keys, missing numbers)."""
-
-
-def safe_torch_load(path: str | Path) -> Any:
-    """``torch.load`` with weights-only unpickling; allows ``argparse.Namespace`` and nothing else extra."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[-1] if first else "")
-        raise CheckpointError(
-            f"{path}: refused to unpickle (weights-only loading allows tensors, containers and argparse.Namespace "
-            f"only; nothing in the file was executed): {detail.strip()}"
-        ) from None
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -187,19 +166,11 @@ def infer_config(
 
 
 def load_official_checkpoint(path: str | Path, config: RemoteSAMConfig | None = None):
-    """Read an official ``.pth`` safely -> ``(model in eval mode, config, info)``; strict keys after normalisation."""
-    from rsam.models import build_model
+    """Read an official ``.pth`` safely -> ``(model in eval mode, config, info)``; strict keys after normalisation.
+    Other formats are refused (:func:`rsam.checkpoint.load_model` reads them all)."""
+    from rsam.checkpoint.loader import OFFICIAL, open_model
 
-    obj = safe_torch_load(path)
-    state = normalize_official_keys(extract_state_dict(obj, str(path)))
-    args = obj.get("args") if isinstance(obj, Mapping) else None
-    cfg = infer_config(state, args, overrides=config)
-    model = build_model(cfg)
-    load_strict(model, state, str(path))
-    model.eval()
-    info = {
-        "epoch": obj.get("epoch") if isinstance(obj, Mapping) else None,
-        "has_optimizer": isinstance(obj, Mapping) and "optimizer" in obj,
-    }
-    log.info("loaded %s (%d tensors, epoch %s)", path, len(state), info["epoch"])
-    return model, cfg, info
+    loaded = open_model(path, config=config)
+    if loaded.kind != OFFICIAL:
+        raise CheckpointError(f"{path}: a {loaded.kind}, not an official RemoteSAM checkpoint")
+    return loaded.model, loaded.model.config, loaded.info

@@ -1,4 +1,6 @@
-"""Arguments and runner of ``rsam test --benchmark NAME --data PATH --ckpt CKPT [--out DIR]``.
+"""Arguments and runner of ``rsam test --benchmark NAME --data PATH --model PATH_OR_NAME [--out DIR]``.
+
+``--ckpt`` is the deprecated spelling of ``--model`` (it still works, with a notice).
 
 Wiring into ``rsam test`` (``cmd_test.py``)::
 
@@ -35,6 +37,8 @@ def _add(parser: argparse.ArgumentParser, *flags: str, **options) -> None:
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from rsam.cli._lightning import DeprecatedAlias, add_model_argument
+
     group = parser.add_argument_group("benchmark evaluation (rsam test --benchmark)")
     group.add_argument(
         "--benchmark",
@@ -43,11 +47,14 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
         help="registered benchmark (e.g. rrsisd, isaid-seg, dior-det, dota-v2-obb, dior-mlc)",
     )
     group.add_argument("--data", default=None, metavar="PATH", help="the benchmark's data folder")
+    add_model_argument(group)
     group.add_argument(
         "--ckpt",
-        default=None,
+        dest="model",
+        action=DeprecatedAlias,
+        replacement="--model",
         metavar="CKPT",
-        help="rsam model folder, official .pth, or Lightning .ckpt written by rsam fit",
+        help="deprecated spelling of --model",
     )
     group.add_argument(
         "--out",
@@ -81,7 +88,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     missing = [
         flag
-        for flag, value in (("--benchmark", args.benchmark), ("--data", args.data), ("--ckpt", args.ckpt))
+        for flag, value in (("--benchmark", args.benchmark), ("--data", args.data), ("--model", args.model))
         if not value
     ]
     if missing:
@@ -90,7 +97,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     payload = run_benchmark_test(
         args.benchmark,
         args.data,
-        args.ckpt,
+        args.model,
         out,
         devices=args.devices,
         accelerator=args.accelerator,

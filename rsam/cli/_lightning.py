@@ -11,7 +11,37 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser, ckpt_help: str) -> argparse.ArgumentParser:
+MODEL_HELP = (
+    "model weights: an rsam model folder, a Lightning .ckpt of rsam fit, a DeepSpeed checkpoint folder, an official "
+    "RemoteSAMv1.pth, or a registered model name (remotesam-base, ...: its converted folder under $RSAM_MODELS_DIR)"
+)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option that still works, with a one-line notice on stderr."""
+
+    def __init__(self, *args, replacement: str, **kwargs):
+        self.replacement = replacement
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+
+        print(f"rsam: {option_string} is deprecated, use {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_model_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--model PATH_OR_NAME``: the one flag of every command that takes model weights (once per parser)."""
+    if "--model" not in parser._option_string_actions:
+        parser.add_argument("--model", default=None, required=required, metavar="PATH_OR_NAME", help=MODEL_HELP)
+
+
+def add_recipe_arguments(
+    parser: argparse.ArgumentParser, ckpt_help: str, *, weights: bool = False
+) -> argparse.ArgumentParser:
+    """``--config``, overrides, ``--ckpt_path`` (Lightning's), ``--no-wandb``; ``weights``: also ``--model`` (evaluate
+    those weights instead of the recipe's init or a ``--ckpt_path``)."""
     parser.add_argument(
         "--config",
         "-c",
@@ -26,6 +56,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, ckpt_help: str) -> arg
     )
     parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", default=None, help=ckpt_help)
     parser.add_argument("--no-wandb", dest="wandb", action="store_false", help="turn the wandb logger off")
+    if weights:
+        add_model_argument(parser)
     return parser
 
 
@@ -53,7 +85,10 @@ def start(command: str, args, *, fitting: bool = False, predicting: bool = False
 
     session = Session(command, load_recipe(args.config, args.overrides))
     recipe = session.recipe
-    session.ckpt_path = resolve_ckpt_path(recipe, args.ckpt_path)
+    weights = getattr(args, "model", None)
+    if weights and args.ckpt_path:
+        raise ValueError("give --model (weights to evaluate) or --ckpt_path (a training checkpoint), not both")
+    session.ckpt_path = resolve_ckpt_path(recipe, args.ckpt_path) or weights
     prepare_process(recipe)
     overrides = {"test_split": recipe.data.predict_split or recipe.data.test_split} if predicting else {}
     session.datamodule = build_datamodule(recipe, **overrides)
@@ -62,7 +97,7 @@ def start(command: str, args, *, fitting: bool = False, predicting: bool = False
             log.warning("no --ckpt_path: %s runs on the recipe's initial weights", command)
         session.module = build_module(recipe)
     else:
-        session.module = load_module(session.ckpt_path)
+        session.module = load_module(session.ckpt_path, recipe)
     session.trainer = build_trainer(recipe, use_wandb=args.wandb, fitting=fitting)
     return session
 

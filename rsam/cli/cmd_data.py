@@ -88,7 +88,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     coco.add_argument("--vlm-model", help="model name to send to the endpoint")
     coco.add_argument("--vlm-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
     coco.add_argument("--vlm-cache", help="JSONL answer cache (default: inside the output's work folder)")
-    coco.add_argument("--scorer", help="image-text scorer 'package.module:name' (see rsam.data.scoring)")
+    coco.add_argument("--scorer", help="image-text scorer 'package.module:name' (see rsam.data.filtering)")
     coco.add_argument("--min-score", type=float, help="drop triplets whose scorer value is below this")
     _add_output_options(coco)
 
@@ -156,8 +156,8 @@ def _run_from_coco(args) -> dict:
 
     from rsam.cli.main import UserError
     from rsam.data.engine import CocoEngine, EngineOptions
+    from rsam.data.filtering import load_scorer
     from rsam.data.pipeline import WORK_DIR, convert
-    from rsam.data.scoring import load_scorer
     from rsam.data.vlm import VLMClient
 
     if (args.scorer is None) != (args.min_score is None):

@@ -1,4 +1,5 @@
-"""``rsam export``: a Lightning (or DeepSpeed) checkpoint -> ``model.safetensors`` + ``config.json``."""
+"""``rsam export``: any weights rsam reads (Lightning ``.ckpt``, DeepSpeed folder, official ``.pth``) ->
+``model.safetensors`` + ``config.json``."""
 
 from __future__ import annotations
 
@@ -12,22 +13,21 @@ def register(subparsers) -> argparse.ArgumentParser:
         "export",
         help="export a training checkpoint for the predictor",
         description="Writes DIR/model.safetensors + DIR/config.json, the format of `rsam convert`, which "
-        "`rsam segment` and rsam.predict.Predictor load. A DeepSpeed checkpoint folder is first "
-        "consolidated to fp32.",
+        "`rsam segment` and rsam.predict.Predictor load. A DeepSpeed checkpoint folder is merged to fp32 first; "
+        "anything that is not a RemoteSAM checkpoint is refused in one line naming the file.",
     )
-    parser.add_argument("checkpoint", help="Lightning .ckpt file (or a DeepSpeed checkpoint folder)")
+    parser.add_argument("checkpoint", help="Lightning .ckpt of rsam fit, DeepSpeed checkpoint folder, official .pth")
     parser.add_argument("--out", required=True, help="output folder")
     return parser
 
 
 def run(args) -> int:
-    from rsam.checkpoint.pretrained import save_pretrained
-    from rsam.lit.build import load_module
+    from rsam.checkpoint import load_model, save_pretrained
 
     source = Path(args.checkpoint)
     if not source.exists():
         raise FileNotFoundError(f"checkpoint {source} not found")
-    model = load_module(source).model  # a DeepSpeed checkpoint folder is merged to one fp32 state dict first
+    model = load_model(source)  # the one loader: a DeepSpeed checkpoint folder is merged to fp32 first
     out = save_pretrained(model, args.out, {"source": str(args.checkpoint)})
     print(
         json.dumps(

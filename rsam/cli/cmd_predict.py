@@ -20,7 +20,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         "predict.out_dir (default <trainer.default_root_dir>/predictions); NNNN is the sample's index in the split, "
         "and on several devices every rank writes its own samples.",
     )
-    return add_recipe_arguments(parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)")
+    return add_recipe_arguments(
+        parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)", weights=True
+    )
 
 
 def run(args) -> int:

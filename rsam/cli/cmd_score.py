@@ -22,7 +22,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--eval-size",
         type=int,
         default=None,
-        help="res/semseg: nearest-resize prediction and target to SIZE x SIZE first (official: 896)",
+        help="res/semseg: resize prediction and target to SIZE x SIZE first with PIL NEAREST, as REF.py / SEG.py "
+        "and rsam test (official: 896)",
     )
     parser.add_argument(
         "--allow-empty",
@@ -86,7 +87,7 @@ def _print_plain(result: dict) -> None:
 
 
 def run(args) -> int:
-    from rsam.benchmarks.scoring import score_files
+    from rsam.evaluation.prediction_files import score_files
 
     result = score_files(args.task, args.pred, args.gt, **_options(args))
     if args.json:

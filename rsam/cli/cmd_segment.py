@@ -21,6 +21,8 @@ import logging
 import re
 from pathlib import Path
 
+from rsam.cli._lightning import MODEL_HELP
+
 log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img"}
@@ -30,9 +32,7 @@ PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The weights flag every inference command shares."""
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--model", help="weights: an rsam model folder (config.json + model.safetensors), its .safetensors, or .pth"
-    )
+    source.add_argument("--model", metavar="PATH_OR_NAME", help=MODEL_HELP)
     source.add_argument(
         "--golden",
         nargs=2,

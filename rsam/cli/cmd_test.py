@@ -15,7 +15,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="With --config: oIoU, mIoU, Prec@0.5..0.9 on data.test_split. With --benchmark NAME --data PATH "
         "--ckpt CKPT: the paper's metrics for that benchmark, written as Markdown + JSON tables.",
     )
-    add_recipe_arguments(parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)")
+    add_recipe_arguments(
+        parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)", weights=True
+    )
     return add_benchmark_arguments(parser)
 
 

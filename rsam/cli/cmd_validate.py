@@ -13,7 +13,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="evaluate a checkpoint on the validation split",
         description="oIoU, mIoU, Prec@0.5..0.9 on data.val_split.",
     )
-    return add_recipe_arguments(parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)")
+    return add_recipe_arguments(
+        parser, "Lightning checkpoint: 'last', 'best' or a path (default: initial weights)", weights=True
+    )
 
 
 def run(args) -> int:

@@ -11,7 +11,7 @@ For every image (one job; the unit of the counts) it writes, in this order:
    exactly one instance; ambiguous ones are dropped and counted; at most ``max_one_to_one`` per category;
 4. optionally, **VLM descriptions** (:mod:`rsam.data.vlm`) matched to the categories present.
 
-Optionally a scorer (:mod:`rsam.data.scoring`) drops triplets whose mask region scores below ``min_score``.
+Optionally a scorer (:mod:`rsam.data.filtering`) drops triplets whose mask region scores below ``min_score``.
 Annotations without a segmentation (or with an empty list) use their box as the mask, and the record says
 ``mask_type: "box"``. Instance masks follow COCO ``annToMask`` (``union`` of parts) unless told otherwise. Crowd
 annotations join the one-to-many union but make one-to-one rules for their category unsafe, so those are skipped.
@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from rsam.data.expressions import Instance, candidate_expressions, select_unique
+from rsam.data.filtering import Scorer, mask_region
 from rsam.data.masks import box_mask, decode_segmentation
 from rsam.data.pipeline import DatasetSpec, Job, JobOutput
 from rsam.data.records import (
@@ -48,7 +49,6 @@ from rsam.data.records import (
     reencode_image,
     validate_text,
 )
-from rsam.data.scoring import Scorer, mask_region
 from rsam.data.vlm import MAX_WORDS, VLMClient, VLMError, normalise_category, word_count
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,9 @@
 Inputs (spec ``remotesam.md`` §1.6, ``official-protocol-quirks.md`` A):
 
 - ``refs(unc).p``: a pickled list of ref dicts (``split``, ``ann_id``, ``image_id``, ``file_name``, ``category_id``,
-  ``sentences[*].sent|raw``). The file is untrusted: it is read with :class:`PlainPickleLoader`, which refuses every
-  global (class or function) so nothing in the pickle can execute code; only plain containers and scalars load.
+  ``sentences[*].sent|raw``). The file is untrusted: it is read with the restricted unpickler of
+  :mod:`rsam.safe_pickle`, which refuses every global but the plain-container constructors, so nothing in the pickle
+  can execute code.
 - ``instances.json``: COCO-style; ``annotations[*].segmentation`` is a list of RLEs or polygons (one RLE dict is
   accepted too). Uncompressed RLE is rejected, as by both official readers.
 - An image folder. The named file wins; if it is missing, ``.png`` is retried as ``.jpg`` and vice versa, exactly as
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +43,7 @@ from rsam.data.records import (
     reencode_image,
     validate_text,
 )
+from rsam.safe_pickle import safe_load_pickle
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +53,12 @@ TEXT_FIELDS = ("sent", "raw")
 _ONE_TO_MANY_TEXT = re.compile(r"^.+ in the image\.?$", re.IGNORECASE)
 
 
-class PlainPickleLoader(pickle.Unpickler):
-    """An unpickler for untrusted files: plain containers and scalars only, every global is refused."""
-
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
-        raise pickle.UnpicklingError(
-            f"refusing to load global {module}.{name}: the refs pickle may hold only plain lists/dicts/strings/numbers"
-        )
-
-
 def load_refs(path: str | Path) -> list:
-    """The refs list from an untrusted pickle (see :class:`PlainPickleLoader`)."""
+    """The refs list from an untrusted pickle (the restricted unpickler :func:`rsam.safe_pickle.safe_load_pickle`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"refs pickle not found: {path}")
-    with open(path, "rb") as handle:
-        try:
-            refs = PlainPickleLoader(handle, encoding="utf-8").load()
-        except (pickle.UnpicklingError, EOFError, ValueError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not a plain refs pickle: {err}") from err
+    refs = safe_load_pickle(path)  # ValueError / UnsafePickleError naming the file
     if not isinstance(refs, list):
         raise ValueError(f"{path}: expected a pickled list of refs, got {type(refs).__name__}")
     return refs

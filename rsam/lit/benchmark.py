@@ -1,15 +1,18 @@
-"""``rsam test --benchmark``: a registered benchmark (:mod:`rsam.benchmarks.registry`) as a Lightning test loop.
+"""``rsam test --benchmark``: a registered benchmark (:mod:`rsam.evaluation.registry`) as a Lightning test loop.
 
 * :class:`BenchmarkTestModule` wraps the network and the benchmark's evaluator. Each rank reads its disjoint share of
-  the images (:class:`rsam.benchmarks.sharding.RankShare`, padded with empty items that are never scored); per image
+  the images (:class:`rsam.evaluation.sharding.RankShare`, padded with empty items that are never scored); per image
   the evaluator builds the prompts, the model answers all of them as one chunked batch
-  (:func:`rsam.benchmarks.model_predict.model_predict_fn`) and the evaluator applies the official rule (tiling of
+  (:func:`rsam.evaluation.model_predict.model_predict_fn`) and the evaluator applies the official rule (tiling of
   large DOTA images included) and updates its torchmetrics metric. At the end the metric is computed, which
   synchronises its states across ranks (over a CPU gloo group when the default group is NCCL: the metric states stay
   on the CPU).
-* :func:`run_benchmark_test` builds everything from a checkpoint path, runs ``trainer.test`` and writes
-  ``results.md`` / ``results.json`` into ``out_dir`` (rank 0), and logs the metrics and a results table to wandb
-  (offline unless ``WANDB_MODE`` says otherwise; nothing when it is ``disabled`` or ``use_wandb=False``).
+* :func:`run_benchmark_test` builds everything from a checkpoint path — the Trainer, its strategy and loggers with
+  the one builder of :mod:`rsam.lit.build` (:func:`benchmark_recipe` describes the run as a recipe) — runs
+  ``trainer.test`` and writes ``results.md`` / ``results.json`` into ``out_dir`` (rank 0), the DOTA submission files
+  (``submission/Task1_<class>.txt``, ``Task2_<class>.txt``) for the DOTA detection benchmarks, and logs the metrics
+  and a results table to wandb (offline unless ``WANDB_MODE`` says otherwise; nothing when it is ``disabled`` or
+  ``use_wandb=False``).
 """
 
 from __future__ import annotations
@@ -21,21 +24,26 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from rsam.benchmarks.evaluators import Evaluator
-from rsam.benchmarks.metric_sync import compute_synchronised
-from rsam.benchmarks.model_predict import model_predict_fn
-from rsam.benchmarks.registry import BenchmarkSpec, get_benchmark
-from rsam.benchmarks.report import write_results
-from rsam.benchmarks.sharding import RankShare, collate_items
-from rsam.lit.strategies import PROCESS_GROUP_TIMEOUT
+from rsam.evaluation.dota_submission import DotaSubmission
+from rsam.evaluation.evaluators import Evaluator
+from rsam.evaluation.metric_sync import compute_synchronised
+from rsam.evaluation.model_predict import model_predict_fn
+from rsam.evaluation.registry import BenchmarkSpec, get_benchmark
+from rsam.evaluation.report import write_results
+from rsam.evaluation.sharding import RankShare, collate_items
+from rsam.lit.build import build_trainer
 from rsam.models import RemoteSAM
 from rsam.predict import Predictor
+from rsam.recipes import WANDB_MODES, Recipe
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 8
+SUBMISSION_DIR = "submission"
 WANDB_PROJECT = "rsam-benchmarks"
 
 
@@ -48,6 +56,19 @@ def scalar_metrics(result: dict) -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = float(value)
     return out
+
+
+def gather_submission(submission: DotaSubmission | None, group=None) -> DotaSubmission | None:
+    """Every rank's DOTA submission rows in one :class:`DotaSubmission` (same on every rank)."""
+    dist = torch.distributed
+    if submission is None or not (dist.is_available() and dist.is_initialized()):
+        return submission
+    parts = [None] * dist.get_world_size(group)
+    dist.all_gather_object(parts, submission, group=group)
+    merged = DotaSubmission(submission.class_names)
+    for part in parts:
+        merged.merge(part)
+    return merged
 
 
 def cpu_sync_group():
@@ -82,6 +103,7 @@ class BenchmarkTestModule(pl.LightningModule):
         self.samples_seen = 0  # this rank's scored samples
         self._predict = None
         self._sync_group = None
+        self.submission: DotaSubmission | None = None  # all ranks' DOTA submission rows, after the test
 
     def test_dataloader(self) -> DataLoader:
         share = RankShare(self.reader, self.global_rank, self.trainer.world_size, self.limit)
@@ -117,7 +139,11 @@ class BenchmarkTestModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         log.info("rank %d scored %d samples", self.global_rank, self.samples_seen)
         # synchronised across ranks (torchmetrics; whole-state gather for per-image list states)
-        self.result = compute_synchronised(self.evaluator.metric, self._sync_group)
+        if getattr(self.reader, "labelled", True):
+            self.result = compute_synchronised(self.evaluator.metric, self._sync_group)
+        else:  # no ground truth (DOTA test-dev): the submission files are the result
+            self.result = {"images": RankShare(self.reader, 0, 1, self.limit).total, "labelled": False}
+        self.submission = gather_submission(getattr(self.evaluator, "submission", None), self._sync_group)
         for name, value in scalar_metrics(self.result).items():
             self.log(f"test/{name}", value, sync_dist=False)
 
@@ -135,25 +161,44 @@ def _accelerator(accelerator: str) -> str:
     return accelerator
 
 
-def _strategy(devices):
+def benchmark_recipe(
+    spec: BenchmarkSpec,
+    data: str | Path,
+    out_dir: Path,
+    model_config,
+    *,
+    devices=1,
+    accelerator: str = "cpu",
+    precision: str = "32-true",
+    split: str | None = None,
+    wandb_project: str = WANDB_PROJECT,
+    progress_bar: bool = True,
+) -> DictConfig:
+    """The evaluation run as a recipe, for the one Trainer / strategy / logger builder of :mod:`rsam.lit.build`:
+    the checkpoint's architecture, the benchmark's data, ``ddp`` on more than one device (gloo and a short
+    collective timeout on CPU, NCCL on GPUs, as for training), wandb in ``$WANDB_MODE`` (offline by default)."""
     many = (isinstance(devices, int) and devices > 1) or (isinstance(devices, (list, tuple)) and len(devices) > 1)
-    if not many:
-        return "auto"
-    from lightning.pytorch.strategies import DDPStrategy
-
-    return DDPStrategy(timeout=PROCESS_GROUP_TIMEOUT)  # gloo on CPU, NCCL on GPUs (metrics sync over gloo)
-
-
-def _wandb_logger(use_wandb: bool, out_dir: Path, name: str, project: str):
     mode = os.environ.get("WANDB_MODE", "offline")
-    if not use_wandb or mode == "disabled":
-        return None
-    from lightning.pytorch.loggers import WandbLogger
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
-        project=project, name=f"test-{name}", save_dir=str(out_dir), offline=mode == "offline", mode=mode
-    )
+    overrides = {
+        "name": f"test-{spec.name}",
+        "model": {k: v for k, v in model_config.to_dict().items() if k != "format"},
+        "data": {"dirs": [str(data)], "test_split": split or spec.default_split},
+        "trainer": {
+            "accelerator": accelerator,
+            "devices": ",".join(map(str, devices)) if isinstance(devices, (list, tuple)) else devices,
+            "strategy": "ddp" if many else "auto",
+            "precision": precision,
+            "default_root_dir": str(out_dir),
+            "enable_progress_bar": progress_bar,
+        },
+        "wandb": {
+            "project": wandb_project,
+            "mode": mode if mode in WANDB_MODES else "offline",
+            "save_dir": str(out_dir),
+            "panel_samples": 0,
+        },
+    }
+    return OmegaConf.merge(OmegaConf.structured(Recipe), overrides)
 
 
 def _log_table(logger, name: str, result: dict, metrics) -> None:
@@ -189,12 +234,12 @@ def run_benchmark_test(
     ``limit``: only the first ``limit`` samples of the benchmark (all ranks together) — smoke runs; the JSON says so.
     ``evaluator_options``: overrides of the benchmark's evaluator settings (e.g. ``{"seed": 1}`` for captions).
     """
-    from rsam.checkpoint.lightning_ckpt import load_any_model
+    from rsam.checkpoint import load_model
 
     started = time.time()
     spec = resolve_benchmark(benchmark)
     reader = spec.reader(data, split)
-    model = load_any_model(ckpt)
+    model = load_model(ckpt)
     evaluator = spec.evaluator(**(evaluator_options or {}))
     module = BenchmarkTestModule(
         model,
@@ -207,20 +252,27 @@ def run_benchmark_test(
         num_workers=num_workers,
     )
     out = Path(out_dir)
-    logger = _wandb_logger(use_wandb, out, spec.name, wandb_project)
     accelerator = _accelerator(accelerator)
-    trainer = pl.Trainer(
-        accelerator=accelerator,
+    recipe = benchmark_recipe(
+        spec,
+        data,
+        out,
+        model.config,
         devices=devices,
-        strategy=_strategy(devices),
+        accelerator=accelerator,
         precision=precision,
-        logger=logger or False,
-        default_root_dir=str(out),
+        split=split,
+        wandb_project=wandb_project,
+        progress_bar=progress_bar,
+    )
+    trainer = build_trainer(
+        recipe,
+        use_wandb=use_wandb,
         enable_checkpointing=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
-        enable_progress_bar=progress_bar,
     )
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
     trainer.test(module, verbose=False)
     result = module.result
     info = {
@@ -240,6 +292,11 @@ def run_benchmark_test(
     if trainer.is_global_zero:
         markdown, data_file = write_results(out, spec.name, result, spec.metrics, info)
         payload["files"] = {"markdown": str(markdown), "json": str(data_file)}
+        if module.submission is not None:
+            folder = out / SUBMISSION_DIR
+            module.submission.write(folder)
+            payload["files"]["submission"] = str(folder)
+            log.info("%s: DOTA submission files (Task1/Task2 per class) in %s", spec.name, folder)
         log.info("%s: results in %s", spec.name, markdown)
         if logger is not None:
             logger.log_hyperparams({"benchmark": spec.name, **info})

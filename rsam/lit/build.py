@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rsam.lit.module import RemoteSAMModule
 from rsam.lit.panel import OverlayPanel
-from rsam.recipes import MINILM, model_config, optim_settings
+from rsam.recipes import model_config, optim_settings, text_encoder_folder
 
 log = logging.getLogger(__name__)
 
@@ -21,24 +21,17 @@ BEST_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"
 
 
 def initialise_weights(module: RemoteSAMModule, recipe: DictConfig) -> None:
-    """Load ``init.weights`` (the whole network) or ``init.text_encoder`` (the text encoder) into a fresh module."""
+    """The recipe's ``init`` section (``weights``, or ``backbone`` + ``text_encoder``) into a fresh module; the log
+    says what was initialised from where (:func:`rsam.checkpoint.initialise.initialise_model`)."""
+    from rsam.checkpoint.initialise import initialise_model
+
     init = recipe.init
-    if init.weights:
-        from rsam.checkpoint import load_model
-        from rsam.checkpoint.official import load_strict
-
-        source = load_model(init.weights)
-        if source.config.to_dict() != module.model_config.to_dict():
-            raise ValueError(f"init.weights {init.weights}: its architecture differs from the recipe's model section")
-        load_strict(module.model, source.state_dict(), str(init.weights))
-        log.info("initialised the whole network from %s", init.weights)
-    elif init.text_encoder:
-        from rsam.checkpoint.text_encoder import load_text_encoder
-        from rsam.text import minilm_model_dir
-
-        folder = minilm_model_dir() if init.text_encoder == MINILM else Path(init.text_encoder)
-        load_text_encoder(module.model.text_encoder, folder)
-        log.info("initialised the text encoder from %s", folder)
+    initialise_model(
+        module.model,
+        weights=init.weights,
+        backbone=init.backbone,
+        text_encoder=text_encoder_folder(recipe) if init.text_encoder else None,
+    )
 
 
 def build_module(recipe: DictConfig, *, initialise: bool = True) -> RemoteSAMModule:
@@ -48,18 +41,16 @@ def build_module(recipe: DictConfig, *, initialise: bool = True) -> RemoteSAMMod
     return module
 
 
-def load_module(ckpt_path: str | Path) -> RemoteSAMModule:
-    """A trained module from a Lightning checkpoint (its hyperparameters rebuild the network; no pickled code runs).
-    A DeepSpeed checkpoint folder is first merged into one fp32 checkpoint (in a scratch folder)."""
-    from rsam.lit.strategies import consolidate_checkpoint, is_deepspeed_checkpoint
+def load_module(ckpt_path: str | Path, recipe: DictConfig | None = None) -> RemoteSAMModule:
+    """A module holding trained weights from anything :func:`rsam.checkpoint.load_model` reads (a Lightning
+    checkpoint, a DeepSpeed checkpoint folder, an rsam model folder, an official ``.pth``); no pickled code runs.
+    The network is rebuilt from the file's own config; ``recipe`` supplies the optimisation settings."""
+    from rsam.checkpoint import load_model
 
-    if is_deepspeed_checkpoint(ckpt_path):
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as scratch:
-            merged = consolidate_checkpoint(ckpt_path, Path(scratch) / "consolidated.ckpt")
-            return RemoteSAMModule.load_from_checkpoint(str(merged), map_location="cpu", weights_only=True)
-    return RemoteSAMModule.load_from_checkpoint(str(ckpt_path), map_location="cpu", weights_only=True)
+    network = load_model(ckpt_path)
+    module = RemoteSAMModule(network.config.to_dict(), optim_settings(recipe) if recipe is not None else None)
+    module.model.load_state_dict(network.state_dict(), strict=True)
+    return module
 
 
 def run_dir(recipe: DictConfig) -> Path:
@@ -187,10 +178,13 @@ def _strategy(recipe: DictConfig):
     return DDPStrategy(find_unused_parameters=True)
 
 
-def build_trainer(recipe: DictConfig, *, use_wandb: bool = True, fitting: bool = False) -> pl.Trainer:
+def build_trainer(recipe: DictConfig, *, use_wandb: bool = True, fitting: bool = False, **overrides) -> pl.Trainer:
+    """The one Trainer builder (``rsam fit|validate|test|predict`` and ``rsam test --benchmark``); ``overrides``:
+    Trainer arguments outside the recipe's trainer section (e.g. ``enable_checkpointing=False``)."""
     options = OmegaConf.to_container(recipe.trainer)
     options["strategy"] = _strategy(recipe)
     options = {key: value for key, value in options.items() if value is not None}
+    options.update(overrides)
     return pl.Trainer(
         logger=build_loggers(recipe, use_wandb), callbacks=build_callbacks(recipe, use_wandb, fitting), **options
     )

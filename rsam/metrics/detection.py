@@ -3,7 +3,8 @@
 * :class:`CocoDetectionMetric` — horizontal boxes, COCO protocol of ``tasks/code/eval/DET.py`` (pycocotools
   ``COCOeval``, bbox, max 100 detections per image, 101-point interpolation) through torchmetrics'
   ``MeanAveragePrecision``. The official script evaluates one class at a time (``catIds=[c]``); COCOeval's per-class
-  results are independent, so the per-class AP50 here equals that run's ``stats[1]``. Classes without ground truth get
+  results are independent, so the per-class AP50 here equals that run's ``stats[1]``; every number equals COCOeval's
+  in float64 (its own ``np.linspace`` thresholds, its ``_summarize`` rule). Classes without ground truth get
   ``None`` (COCOeval's -1) and are left out of the mean; a class with ground truth but no detection scores 0 (the
   official script prints nothing for it). ``AP50`` = mean of the per-class AP50 (the script computes no mean).
 * :class:`VocDetectionMetric` — DOTA devkit protocol (:mod:`rsam.metrics.voc`): oriented boxes (task 1, polygon IoU)
@@ -31,23 +32,48 @@ def _check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
         raise ValueError(f"{what} labels must be class indices in [0, {num_classes})")
 
 
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10).tolist()  # COCOeval Params.setDetParams: float64 np.linspace
+COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101).tolist()
+COCO_MAX_DETECTIONS = [1, 10, 100]
+
+
+def coco_summary_ap(precision: np.ndarray, iou_index: int | None = None) -> float:
+    """COCOeval ``_summarize`` for AP over area ``all`` at the largest ``maxDets``: the mean of the valid (> -1)
+    entries of ``precision[T, R, K, A, M]`` (one IoU threshold when ``iou_index`` is given); -1 when none is valid."""
+    values = precision[:, :, :, 0, -1] if iou_index is None else precision[iou_index, :, :, 0, -1]
+    valid = values[values > -1]
+    return float(np.mean(valid)) if valid.size else -1.0
+
+
 class CocoDetectionMetric(MeanAveragePrecision):
-    """torchmetrics ``MeanAveragePrecision`` (``xyxy`` boxes) that also reports per-class AP50 by class name.
+    """torchmetrics ``MeanAveragePrecision`` (pycocotools backend) whose numbers equal COCOeval's in float64.
 
     ``update(preds, target)``: lists (one entry per image) of ``{"boxes", "scores", "labels"}`` and
-    ``{"boxes", "labels"}``, labels being indices into ``class_names``.
+    ``{"boxes", "labels", "iscrowd" (optional)}``, labels being indices into ``class_names``; boxes ``xyxy`` (or
+    ``box_format="xywh"``, the COCO json layout, which hands COCOeval the very numbers of the files). Give float64
+    tensors for exact parity (float32 inputs are scored as given).
+
+    The thresholds are COCOeval's own float64 ``np.linspace`` values (torchmetrics' default ``torch.linspace`` is
+    float32: 0.55 becomes 0.550000011920929, which moves IoU/recall cut-offs); AP, AP50, AP75 and the per-class values
+    are read from COCOeval's float64 ``precision`` array with its ``_summarize`` rule (torchmetrics rounds its
+    summary to float32). Per class, COCOeval's results are independent of the other classes, so the per-class AP50
+    equals the official one-class-at-a-time run (``catIds=[c]``) ``stats[1]``.
     """
 
-    def __init__(self, class_names: Sequence[str], **kwargs):
+    def __init__(self, class_names: Sequence[str], box_format: str = "xyxy", **kwargs):
         super().__init__(
-            box_format="xyxy",
+            box_format=box_format,
             iou_type="bbox",
-            class_metrics=True,
+            iou_thresholds=list(COCO_IOU_THRESHOLDS),
+            rec_thresholds=list(COCO_RECALL_THRESHOLDS),
+            max_detection_thresholds=list(COCO_MAX_DETECTIONS),
+            class_metrics=False,  # per-class values come from the precision array (one COCOeval run)
             extended_summary=True,
             backend="pycocotools",
             **kwargs,
         )
         self.class_names = tuple(class_names)
+        self.warn_on_many_detections = False  # the 100-per-image cut-off is the protocol, not a surprise
 
     def update(self, preds, target) -> None:
         for entry in list(preds) + list(target):
@@ -57,22 +83,24 @@ class CocoDetectionMetric(MeanAveragePrecision):
     def compute(self) -> dict:
         require_samples(len(self.groundtruth_labels), "detection")
         raw = super().compute()
-        precision = raw["precision"]  # (iou thresholds, recall points, classes, areas, max dets)
+        if "precision" not in raw:
+            raise ValueError("detection: no box was given in any image, AP is undefined")
+        precision = raw["precision"].numpy().astype(np.float64)  # (iou thresholds, recall points, classes, areas, dets)
         classes = [int(c) for c in raw["classes"].reshape(-1).tolist()]
         ap50: dict[str, float | None] = {name: None for name in self.class_names}
         ap: dict[str, float | None] = {name: None for name in self.class_names}
         for k, class_id in enumerate(classes):
-            at50 = precision[0, :, k, 0, -1]
-            if (at50 > -1).any():
-                ap50[self.class_names[class_id]] = float(at50[at50 > -1].mean())
-                ap[self.class_names[class_id]] = float(raw["map_per_class"].reshape(-1)[k])
+            one = precision[:, :, k : k + 1]
+            if (one[0, :, 0, 0, -1] > -1).any():  # -1: the class has no ground truth (COCOeval's -1)
+                ap50[self.class_names[class_id]] = coco_summary_ap(one, 0)
+                ap[self.class_names[class_id]] = coco_summary_ap(one)
         scored = [v for v in ap50.values() if v is not None]
         if not scored:
             raise ValueError("detection: the ground truth holds no box of any class, AP is undefined")
         return {
             "AP50": float(np.mean(scored)),
-            "AP": float(raw["map"]),
-            "AP75": float(raw["map_75"]),
+            "AP": coco_summary_ap(precision),
+            "AP75": coco_summary_ap(precision, 5),
             "AP50_per_class": ap50,
             "AP_per_class": ap,
             "classes_with_ground_truth": len(scored),

@@ -5,7 +5,7 @@ and empty target: the official rule). oIoU = sum(I) / sum(U) over the set; mIoU 
 Prec@t = fraction of samples with ``IoU >= t`` for t in 0.5 ... 0.9. Values are fractions (x100 for the paper's %).
 
 The official script computes them at 896 x 896 with the target nearest-resized to that size; the caller chooses
-the resolution (see :mod:`rsam.benchmarks.runner`). Samples whose ``valid`` flag is False (padding added to even out
+the resolution (see :mod:`rsam.evaluation.runner`). Samples whose ``valid`` flag is False (padding added to even out
 ranks) are ignored.
 """
 

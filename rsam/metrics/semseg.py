@@ -2,7 +2,9 @@
 
 Official iSAID rule: rows = ground truth, columns = prediction, over ``C`` classes *including background*; per-class
 ``IoU = diag / max(row + col - diag, 1)`` so a class absent from both scores 0 and is still averaged in;
-``mIoU = mean`` over all C classes. Also reported: ``mIoU_present`` (mean over classes with a non-empty union) and
+``mIoU = mean`` over all C classes; ``mPA`` (the second number SEG.py prints) is the mean of the per-class pixel
+accuracy ``diag / max(row, 1)`` over all C classes, so a class without ground-truth pixels scores 0 and is averaged
+in, background included. Also reported: ``mIoU_present`` (mean over classes with a non-empty union) and
 F1 per class ``2TP / (2TP + FP + FN)`` with ``mF1`` (SEG.py reports no F1; the paper's Potsdam mF1 has no script —
 this definition is ours). ``mean_classes`` restricts the means to given class indices (e.g. to leave out a clutter
 class); by default every class counts. Pixels whose target equals ``ignore_index`` are skipped (the official iSAID
@@ -68,14 +70,17 @@ class SemanticSegMetric(Metric):
         union = gt_total + pred_total - tp
         iou = tp / union.clamp(min=1)
         f1 = 2 * tp / (gt_total + pred_total).clamp(min=1)
+        pixel_accuracy = tp / gt_total.clamp(min=1)  # SEG.py per_class_PA
         index = torch.tensor(self.mean_classes, device=cm.device)
         present = index[union[index] > 0]
         return {
             "mIoU": float(iou[index].mean()),
             "mIoU_present": float(iou[present].mean()) if present.numel() else 0.0,
             "mF1": float(f1[index].mean()),
+            "mPA": float(pixel_accuracy[index].mean()),
             "pixel_accuracy": float(tp.sum() / cm.sum().clamp(min=1)),
             "IoU_per_class": {name: float(v) for name, v in zip(self.class_names, iou)},
             "F1_per_class": {name: float(v) for name, v in zip(self.class_names, f1)},
+            "PA_per_class": {name: float(v) for name, v in zip(self.class_names, pixel_accuracy)},
             "images": int(self.images),
         }

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rsam.benchmarks.semseg import ISAID_PALETTE
 from rsam.checkpoint import save_pretrained
+from rsam.evaluation.readers.label_rasters import ISAID_PALETTE
 from rsam.models import RemoteSAMConfig, SwinConfig, TextConfig, build_model
 from rsam.tasks.prompts import DOTA_V2_CLASSES
 

@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from rsam.benchmarks.samples import Sample
+from rsam.evaluation.dota_submission import DotaSubmission
+from rsam.evaluation.samples import Sample
 from rsam.metrics import (
     CaptionMetric,
     CocoDetectionMetric,
@@ -85,9 +86,10 @@ def _boundary(boundary_fn: BoundaryFn | None, image: np.ndarray) -> np.ndarray |
 
 
 def _as_torch(entry: dict) -> dict:
-    """numpy detection entry -> the tensors torchmetrics' ``MeanAveragePrecision`` wants."""
+    """numpy detection entry -> the tensors torchmetrics' ``MeanAveragePrecision`` wants (float64: the values reach
+    COCOeval unrounded)."""
     return {
-        key: torch.as_tensor(np.asarray(value), dtype=torch.long if key == "labels" else torch.float32)
+        key: torch.as_tensor(np.asarray(value), dtype=torch.long if key == "labels" else torch.float64)
         for key, value in entry.items()
     }
 
@@ -147,7 +149,8 @@ class SemanticSegEvaluator(Evaluator):
 
 
 class DetectionEvaluator(Evaluator):
-    """Horizontal (COCO or DOTA-devkit AP) or oriented (DOTA-devkit AP) detection; optional DOTA tiling."""
+    """Horizontal (COCO or DOTA-devkit AP) or oriented (DOTA-devkit AP) detection; optional DOTA tiling, and with
+    ``submission=True`` the DOTA submission rows of every image (:attr:`submission`, written by ``rsam test``)."""
 
     def __init__(
         self,
@@ -159,6 +162,7 @@ class DetectionEvaluator(Evaluator):
         boundary_fn: BoundaryFn | None = None,
         boundary_threshold: float = EPOC_THRESHOLD_DETECTION,
         tiled: bool = False,
+        submission: bool = False,
     ):
         if protocol == "coco" and box_type != "hbb":
             raise ValueError("the COCO protocol scores horizontal boxes only; use protocol='voc' for obb")
@@ -172,6 +176,8 @@ class DetectionEvaluator(Evaluator):
         self.class_names, self.box_type, self.protocol = list(class_names), box_type, protocol
         self.prompts = class_prompts(self.class_names, template)
         self.boundary_fn, self.boundary_threshold, self.tiled = boundary_fn, boundary_threshold, tiled
+        # DOTA submission files (Task1 / Task2 per class) of the merged whole-image detections, keyed by sample key
+        self.submission = DotaSubmission(self.class_names) if submission else None
 
     def process(self, sample, image, predict_fn):
         boundary = _boundary(self.boundary_fn, image)
@@ -182,6 +188,12 @@ class DetectionEvaluator(Evaluator):
             found = detect(
                 _at_image_size(_predict(predict_fn, image, self.prompts), image), self.class_names, **options
             )
+        if self.submission is not None:
+            self.submission.add(sample.key, found)
+        if sample.target is None:  # an image without ground truth (DOTA test-dev): submission rows only
+            if self.submission is None:
+                raise ValueError(f"sample {sample.key}: no ground truth to score against")
+            return
         width = 4 if self.box_type == "hbb" else 8
         coords = [found[n].coords for n in self.class_names]
         pred = {

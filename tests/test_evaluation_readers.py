@@ -9,20 +9,25 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from rsam.benchmarks import benchmark_names, get_benchmark
-from rsam.benchmarks.detection import CocoDetectionReader, DiorXmlReader, DotaReader
-from rsam.benchmarks.lists import (
+from rsam.data.refer import load_refs
+from rsam.evaluation import benchmark_names, get_benchmark
+from rsam.evaluation.readers import (
     CaptionReader,
+    CocoDetectionReader,
     CountingReader,
+    DiorXmlReader,
+    DotaReader,
     MultiLabelFromBoxesReader,
     MultiLabelTableReader,
+    PhraseReader,
+    ReferReader,
     RsvgReader,
     SceneFolderReader,
     SceneListReader,
+    SegmentationReader,
 )
-from rsam.benchmarks.referring import PhraseReader, ReferReader
-from rsam.benchmarks.safe_pickle import UnsafePickleError, safe_load_pickle
-from rsam.benchmarks.semseg import ISAID_PALETTE, LOVEDA_VALUES, SegmentationReader
+from rsam.evaluation.readers.label_rasters import ISAID_PALETTE, LOVEDA_VALUES
+from rsam.safe_pickle import UnsafePickleError, safe_load_pickle
 from rsam.tasks.prompts import DIOR_CLASSES, DOTA_COUNT_PRIORS, DOTA_V2_CLASSES, UCM_SCENE_CLASSES
 
 
@@ -53,6 +58,15 @@ def test_restricted_unpickler_allows_containers_and_refuses_code(tmp_path):
     (tmp_path / "broken.p").write_bytes(b"\x80\x04garbage")
     with pytest.raises(ValueError, match="cannot read pickle"):
         safe_load_pickle(tmp_path / "broken.p")
+    # the data engine reads refs with the same unpickler: same containers, same refusal
+    assert load_refs(good) == safe_load_pickle(good)
+    with pytest.raises(UnsafePickleError, match="refusing to load global (posix|os).system"):
+        load_refs(bad)
+    py2 = tmp_path / "py2.p"  # a Python 2 protocol-0 pickle: __builtin__ names, byte strings
+    py2.write_bytes(
+        b"(lp0\n(dp1\nS'split'\np2\nS'test'\np3\nsS'ids'\np4\nc__builtin__\nset\np5\n((lp6\nI1\naI2\natp7\nRp8\nsa."
+    )
+    assert load_refs(py2) == [{"split": "test", "ids": {1, 2}}]
 
 
 def _write_refer(tmp_path, segmentation, sentences=None, size=(6, 8)):
@@ -141,6 +155,9 @@ def test_segmentation_reader_palette_and_values(tmp_path):
     Image.fromarray(np.array([[0, 1, 7]], np.uint8)).save(tmp_path / "lmasks" / "P0001.png")
     loveda = SegmentationReader(tmp_path / "images", tmp_path / "lmasks", list("abcdefg"), values=LOVEDA_VALUES)
     np.testing.assert_array_equal(next(iter(loveda)).target, [[255, 0, 6]])
+    (tmp_path / "lmasks" / "P0001.png").write_bytes(b"")  # an empty label file: one error naming it
+    with pytest.raises(ValueError, match="cannot read .*P0001.png"):
+        next(iter(loveda))
 
 
 DIOR_XML = """<annotation><filename>{name}.jpg</filename><size><width>800</width><height>800</height></size>

@@ -1,6 +1,6 @@
 """Results of a benchmark run as files: ``results.md`` (headline table + per-class tables) and ``results.json``.
 
-Fractions are shown x100 in the Markdown (as :func:`rsam.benchmarks.runner.results_markdown`); the JSON keeps the raw
+Fractions are shown x100 in the Markdown (as :func:`rsam.evaluation.runner.results_markdown`); the JSON keeps the raw
 values. Per-class entries that are ``None`` (a class without ground truth) print as ``-``.
 """
 
@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from rsam.benchmarks.runner import results_markdown
+from rsam.evaluation.runner import results_markdown
 
 MARKDOWN_NAME = "results.md"
 JSON_NAME = "results.json"

@@ -12,23 +12,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rsam.benchmarks import evaluators as ev
-from rsam.benchmarks.detection import CocoDetectionReader, DiorXmlReader, DotaReader
-from rsam.benchmarks.lists import (
+from rsam.evaluation import evaluators as ev
+from rsam.evaluation.readers import (
     CaptionReader,
+    CocoDetectionReader,
     CountingReader,
+    DiorXmlReader,
+    DotaReader,
     MultiLabelFromBoxesReader,
+    PhraseReader,
+    ReferReader,
     RsvgReader,
     SceneFolderReader,
+    SegmentationReader,
 )
-from rsam.benchmarks.referring import PhraseReader, ReferReader
-from rsam.benchmarks.semseg import (
+from rsam.evaluation.readers.label_rasters import (
     IGNORE_INDEX,
     ISAID_PALETTE,
     LOVEDA_VALUES,
     POTSDAM_PALETTE,
     POTSDAM_SEG_CLASSES,
-    SegmentationReader,
 )
 from rsam.tasks import prompts as P
 
@@ -156,10 +159,10 @@ register(
             root / "images", root / "masks", ISAID_SEG_CLASSES, palette=ISAID_PALETTE
         ),
         lambda **o: ev.SemanticSegEvaluator(ISAID_SEG_CLASSES, template=P.SEG_EVAL_TEMPLATE, **o),
-        ("mIoU", "mF1"),
+        ("mIoU", "mPA", "mF1"),
         "<root>/images/<stem>.png, <root>/masks/<stem>.png (iSAID RGB palette)",
         template=P.SEG_EVAL_TEMPLATE,
-        notes="SEG.py: prompt with a period, mIoU over 16 classes incl. background",
+        notes="SEG.py: prompt with a period, mIoU and mPA over 16 classes incl. background",
     )
 )
 register(
@@ -234,14 +237,18 @@ for _name, _box, _protocol in (("dota-v2-det", "hbb", "voc"), ("dota-v2-obb", "o
             _name,
             "det" if _box == "hbb" else "obb",
             P.DOTA_V2_CLASSES,
-            lambda root, split, _b=_box: DotaReader(root / "labelTxt", root / "images", P.DOTA_V2_CLASSES, box_type=_b),
+            lambda root, split, _b=_box: DotaReader(
+                root / "labelTxt", root / "images", P.DOTA_V2_CLASSES, box_type=_b, labels_required=False
+            ),
             lambda _b=_box, _p=_protocol, **o: ev.DetectionEvaluator(
-                P.DOTA_V2_CLASSES, box_type=_b, protocol=_p, tiled=True, **o
+                P.DOTA_V2_CLASSES, box_type=_b, protocol=_p, tiled=True, **{"submission": True, **o}
             ),
             ("AP50",),
-            "<root>/images/<name>.png + <root>/labelTxt/<name>.txt (DOTA v2 original images)",
+            "<root>/images/<name>.png + <root>/labelTxt/<name>.txt (DOTA v2 original images; without labelTxt, "
+            "e.g. test-dev: submission files only)",
             split="val",
-            notes="896x896 patches, 200 px overlap, devkit merge; DET_DOTA.sh runs without EPOC; DOTA-devkit AP50",
+            notes="896x896 patches, 200 px overlap, devkit merge; DET_DOTA.sh runs without EPOC; DOTA-devkit AP50; "
+            "rsam test writes the Task1/Task2 submission files",
         )
     )
 register(

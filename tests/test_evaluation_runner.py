@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rsam.benchmarks import get_benchmark, results_markdown, run_benchmark, run_registered
-from rsam.benchmarks.evaluators import ReferringEvaluator
-from rsam.benchmarks.samples import Sample
+from rsam.evaluation import get_benchmark, results_markdown, run_benchmark, run_registered
+from rsam.evaluation.evaluators import ReferringEvaluator
+from rsam.evaluation.samples import Sample
 from rsam.tasks.prompts import DIOR_CLASSES
 
 

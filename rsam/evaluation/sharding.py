@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from rsam.benchmarks.samples import Reader, Sample
+from rsam.evaluation.samples import Reader, Sample
 
 Item = tuple[Sample, np.ndarray] | None  # None = padding
 

@@ -4,7 +4,7 @@
 prompts of an image run as one batch of forwards in chunks of ``predictor.chunk_size`` (the :class:`Predictor` does
 the chunking and the official post-processing; the result equals the one-prompt loop). By default the maps stay at the
 model resolution (896 x 896 for the official model), which is what the official evaluation scripts score and what the
-evaluators in :mod:`rsam.benchmarks.evaluators` expect for exact parity; ``at_model_size=False`` gives maps at the
+evaluators in :mod:`rsam.evaluation.evaluators` expect for exact parity; ``at_model_size=False`` gives maps at the
 image size instead (``Predictor.predict``).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsam.benchmarks.evaluators import PredictFn
+from rsam.evaluation.evaluators import PredictFn
 from rsam.predict import Predictor, postprocess
 from rsam.preprocess import normalize, resize_image
 

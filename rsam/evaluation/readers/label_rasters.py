@@ -20,9 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from rsam.benchmarks.samples import Sample, find_image
+from rsam.evaluation.samples import Sample, find_image, read_raster
 
 IGNORE_INDEX = 255
 
@@ -131,8 +130,7 @@ class SegmentationReader:
 
     def __iter__(self) -> Iterator[Sample]:
         for path in self.labels:
-            with Image.open(path) as img:
-                raw = np.asarray(img.convert("RGB") if self.palette is not None else img)
+            raw = read_raster(path, "label raster", "RGB" if self.palette is not None else None)
             if self.palette is not None:
                 labels = decode_palette(raw, self.palette, self.unknown_colors, str(path))
             else:

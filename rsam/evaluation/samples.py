@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from PIL import Image
 
 from rsam.preprocess import to_rgb_uint8
+from rsam.tasks.prompts import canonical_class_name
 
 
 @dataclass
@@ -33,8 +35,9 @@ class BoxTarget:
 class Sample:
     """One evaluation item.
 
-    ``target`` by task: res — bool mask ``(H, W)``; semseg — int label map ``(H, W)``; det / obb — :class:`BoxTarget`;
-    vg — box ``[x1, y1, x2, y2]``; mlc — bool vector ``(C,)``; mcc — class index; count — int; caption — list of
+    ``target`` by task: res — bool mask ``(H, W)``; semseg — int label map ``(H, W)``; det / obb — :class:`BoxTarget`
+    (``None`` for an image without ground truth, see :class:`rsam.evaluation.readers.dota.DotaReader`); vg — box
+    ``[x1, y1, x2, y2]``; mlc — bool vector ``(C,)``; mcc — class index; count — int; caption — list of
     reference sentences. ``text``: the sentence (res, vg) or the class asked (count).
     """
 
@@ -59,12 +62,32 @@ class Reader(Protocol):
     def __len__(self) -> int: ...
 
 
-def find_image(
-    folder: Path, stem: str, extensions: Sequence[str] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-) -> Path:
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def find_image(folder: Path, stem: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> Path:
     """The image file ``folder/stem.<ext>`` (first extension that exists); a clear error when none does."""
     for ext in extensions:
         for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
             if candidate.is_file():
                 return candidate
     raise FileNotFoundError(f"no image named {stem}.* ({', '.join(extensions)}) in {folder}")
+
+
+def class_index(name: str, class_names: Sequence[str], where: str, canonical: bool = True) -> int:
+    """Index of ``name`` in ``class_names`` (after :func:`canonical_class_name` unless ``canonical=False``)."""
+    wanted = canonical_class_name(name) if canonical else name
+    try:
+        return list(class_names).index(wanted)
+    except ValueError:
+        raise ValueError(f"{where}: class {name!r} is not one of the benchmark's classes") from None
+
+
+def read_raster(path: Path, where: str, mode: str | None = None) -> np.ndarray:
+    """A label / mask image as an array (``mode``: PIL conversion, e.g. ``"RGB"``); an empty, truncated or garbled
+    file is one ``ValueError`` naming ``where`` and the path."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert(mode) if mode else img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{where}: cannot read {path}: {err}") from None

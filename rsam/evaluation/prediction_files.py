@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 
-from rsam.benchmarks.detection import parse_dota_txt
+from rsam.evaluation.dota_submission import read_submission
+from rsam.evaluation.readers.dota import parse_dota_txt
+from rsam.evaluation.samples import read_raster
 from rsam.metrics import (
     CocoDetectionMetric,
     CountingAccuracy,
@@ -32,8 +33,8 @@ from rsam.metrics import (
     VocDetectionMetric,
 )
 from rsam.metrics.captioning import caption_scores
+from rsam.preprocess import resize_mask
 from rsam.tasks.m2b import Boxes
-from rsam.tasks.maps import resize_nearest
 from rsam.tasks.tiling import suppress_merged
 
 TASKS = ("res", "semseg", "det", "obb", "vg", "mlc", "mcc", "count", "caption")
@@ -99,8 +100,7 @@ def _read_mask(value, base: Path, where: str) -> np.ndarray:
         path = base / value
         if not path.is_file():
             raise FileNotFoundError(f"{where}: mask file not found: {path}")
-        with Image.open(path) as img:
-            array = np.asarray(img)
+        array = read_raster(path, where)
         if array.ndim != 2:
             raise ValueError(f"{where}: {path} must be a single-channel PNG")
         return array.astype(np.int64)
@@ -115,9 +115,9 @@ def _mask_entries(path: Path) -> dict[str, Any]:
 
 
 def _pair_sizes(pred: np.ndarray, gt: np.ndarray, eval_size: int | None, where: str):
-    if eval_size:
+    if eval_size:  # the official PIL NEAREST rule (REF.py / SEG.py), the same function as ``rsam test``
         size = (eval_size, eval_size)
-        return resize_nearest(pred, size), resize_nearest(gt, size)
+        return resize_mask(pred, size), resize_mask(gt, size)
     if pred.shape != gt.shape:
         raise ValueError(
             f"{where}: prediction {pred.shape} and ground truth {gt.shape} differ in size "
@@ -156,19 +156,41 @@ def score_semseg(pred_path: Path, gt_path: Path, eval_size: int | None = None, *
 
 
 # ---------------------------------------------------------------- boxes (det, obb)
+def _number(value, where: str, what: str) -> float:
+    """A finite JSON number (not a string, not a bool, not NaN / inf)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: {what} {value!r} is not a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {what} {value!r} is not finite")
+    return float(value)
+
+
+def _xywh(value, where: str) -> list[float]:
+    """A COCO ``bbox``: 4 finite numbers ``[x, y, w, h]``."""
+    if not isinstance(value, list) or len(value) != 4:
+        raise ValueError(f"{where}: bbox must be [x, y, w, h] (4 numbers), got {value!r}")
+    return [_number(v, where, "bbox coordinate") for v in value]
+
+
 def _coco_boxes(gt_doc: dict, gt_path: Path):
+    if not isinstance(gt_doc, dict):
+        raise ValueError(f"{gt_path}: expected a COCO object with 'images', 'annotations' and 'categories'")
     images = {img["id"]: img for img in gt_doc.get("images", [])}
     categories = sorted(gt_doc.get("categories", []), key=lambda c: c["id"])
     if not images or not categories:
         raise ValueError(f"{gt_path}: a COCO file needs 'images' and 'categories'")
     cat_index = {c["id"]: k for k, c in enumerate(categories)}
-    truth = {image_id: ([], []) for image_id in images}
-    for ann in gt_doc.get("annotations", []):
-        if ann["image_id"] not in images or ann["category_id"] not in cat_index:
-            raise ValueError(f"{gt_path}: annotation {ann.get('id')} names an unknown image or category")
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        truth[ann["image_id"]][0].append([x, y, x + w, y + h])
+    truth = {image_id: ([], [], []) for image_id in images}
+    for index, ann in enumerate(gt_doc.get("annotations", [])):
+        where = f"{gt_path} annotation {ann.get('id', index) if isinstance(ann, dict) else index}"
+        if not isinstance(ann, dict) or ann.get("image_id") not in images or ann.get("category_id") not in cat_index:
+            raise ValueError(f"{where}: names an unknown image or category")
+        x, y, w, h = _xywh(ann.get("bbox"), where)
+        if w < 0 or h < 0:
+            raise ValueError(f"{where}: bbox {ann['bbox']} has a negative width or height")
+        truth[ann["image_id"]][0].append([x, y, w, h])
         truth[ann["image_id"]][1].append(cat_index[ann["category_id"]])
+        truth[ann["image_id"]][2].append(int(bool(ann.get("iscrowd", 0))))
     return images, [c["name"] for c in categories], cat_index, truth
 
 
@@ -181,45 +203,47 @@ def _coco_predictions(pred_path: Path, images: dict, cat_index: dict, allow_empt
     preds: dict = {image_id: ([], [], []) for image_id in images}
     for index, det in enumerate(entries):
         where = f"{pred_path} item {index}"
-        try:
-            image_id, category, bbox, score = det["image_id"], det["category_id"], det["bbox"], float(det["score"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{where}: needs image_id, category_id, bbox [x, y, w, h] and a numeric score") from None
+        if not isinstance(det, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(det):
+            raise ValueError(f"{where}: needs image_id, category_id, bbox [x, y, w, h] and a numeric score")
+        image_id, category = det["image_id"], det["category_id"]
         if image_id not in images:
             raise ValueError(f"{where}: unknown image_id {image_id!r}")
         if category not in cat_index:
             raise ValueError(f"{where}: unknown category_id {category!r}")
-        x, y, w, h = (float(v) for v in bbox)
+        x, y, w, h = _xywh(det["bbox"], where)
+        score = _number(det["score"], where, "score")
         width, height = images[image_id].get("width"), images[image_id].get("height")
-        if not math.isfinite(score) or w <= 0 or h <= 0:
-            raise ValueError(f"{where}: box {bbox} must have positive width/height and a finite score")
+        if w <= 0 or h <= 0:
+            raise ValueError(f"{where}: box {det['bbox']} must have positive width and height")
         if x < 0 or y < 0 or (width and x + w > width) or (height and y + h > height):
-            raise ValueError(f"{where}: box {bbox} lies outside the {width}x{height} image {image_id!r}")
-        preds[image_id][0].append([x, y, x + w, y + h])
+            raise ValueError(f"{where}: box {det['bbox']} lies outside the {width}x{height} image {image_id!r}")
+        preds[image_id][0].append([x, y, w, h])
         preds[image_id][1].append(score)
         preds[image_id][2].append(cat_index[category])
     return preds
 
 
 def _score_coco(pred_path: Path, gt_path: Path, allow_empty: bool) -> dict:
+    """COCOeval on the files' own ``[x, y, w, h]`` numbers in float64, images in COCOeval's (sorted id) order."""
     images, names, cat_index, truth = _coco_boxes(_load_json(gt_path), gt_path)
     preds = _coco_predictions(pred_path, images, cat_index, allow_empty)
-    metric = CocoDetectionMetric(names)
-    for image_id in images:
+    metric = CocoDetectionMetric(names, box_format="xywh")
+    for image_id in sorted(images):
         boxes, scores, labels = preds[image_id]
-        gt_boxes, gt_labels = truth[image_id]
+        gt_boxes, gt_labels, crowd = truth[image_id]
         metric.update(
             [
                 {
-                    "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                    "scores": torch.tensor(scores, dtype=torch.float32),
+                    "boxes": torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4),
+                    "scores": torch.tensor(scores, dtype=torch.float64),
                     "labels": torch.tensor(labels, dtype=torch.long),
                 }
             ],
             [
                 {
-                    "boxes": torch.tensor(gt_boxes, dtype=torch.float32).reshape(-1, 4),
+                    "boxes": torch.tensor(gt_boxes, dtype=torch.float64).reshape(-1, 4),
                     "labels": torch.tensor(gt_labels, dtype=torch.long),
+                    "iscrowd": torch.tensor(crowd, dtype=torch.long),
                 }
             ],
         )
@@ -253,20 +277,9 @@ def _merge_patches(rows: list, box_kind: str, where: Path) -> list:
 def _dota_predictions(
     pred_path: Path, box_kind: str, names: list[str], images: set[str], allow_empty: bool, merge_patches: bool
 ):
-    """``Task1_<class>.txt`` / ``Task2_<class>.txt`` files in a folder, lines ``image score coords...``."""
-    width = 8 if box_kind == "poly" else 4
-    rows = []
-    for path in sorted(pred_path.glob("Task*_*.txt")):
-        name = path.stem.split("_", 1)[1]
-        if name not in names:
-            raise ValueError(f"{path}: class {name!r} is not in the ground truth's classes {names}")
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 + width:
-                raise ValueError(f"{path}:{line_no}: expected 'image score' and {width} coordinates")
-            rows.append((fields[0], names.index(name), float(fields[1]), [float(v) for v in fields[2:]]))
+    """The ``Task1_<class>.txt`` (obb) or ``Task2_<class>.txt`` (hbb) files of a folder
+    (:mod:`rsam.evaluation.dota_submission`)."""
+    rows = read_submission(pred_path, "obb" if box_kind == "poly" else "hbb", names)
     if merge_patches:
         rows = _merge_patches(rows, box_kind, pred_path)
     preds: dict[str, list] = {image: [] for image in images}
@@ -362,8 +375,8 @@ def _box(value, where: str, size=None):
         return None
     if not isinstance(value, list) or len(value) != 4:
         raise ValueError(f"{where}: a box is [x1, y1, x2, y2] or null")
-    x1, y1, x2, y2 = (float(v) for v in value)
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
+    x1, y1, x2, y2 = (_number(v, where, "box coordinate") for v in value)
+    if x2 <= x1 or y2 <= y1:
         raise ValueError(f"{where}: box {value} needs x2 > x1 and y2 > y1")
     if size and (x1 < 0 or y1 < 0 or x2 > size[0] or y2 > size[1]):
         raise ValueError(f"{where}: box {value} lies outside the {size[0]}x{size[1]} image")

@@ -1,4 +1,4 @@
-"""Pluggable image-text similarity scorers for filtering data-engine triplets.
+"""The image-text filter of the data engine: pluggable similarity scorers that drop weak triplets.
 
 A scorer is any callable ``scorer(region: np.ndarray, text: str) -> float`` where ``region`` is the uint8 RGB crop
 around the triplet's mask (its bounding box plus :data:`REGION_PAD` on each side). The paper filters with SigLIP2
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect as _inspect
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,4 +44,4 @@ def mask_region(rgb: np.ndarray, mask: np.ndarray, pad: float = REGION_PAD) -> n
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     dx, dy = int(round((x1 - x0) * pad)), int(round((y1 - y0) * pad))
     height, width = mask.shape
-    return rgb[max(0, y0 - dy): min(height, y1 + dy), max(0, x0 - dx): min(width, x1 + dx)]
+    return rgb[max(0, y0 - dy) : min(height, y1 + dy), max(0, x0 - dx) : min(width, x1 + dx)]
