@@ -191,3 +191,18 @@ def test_objects_across_seams_are_one_instance_each(block_tiles):
     boxes = sorted(i.bbox_px for i in found)
     reference = sorted((int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[1:])
     assert boxes == reference
+
+
+def test_scene_wide_inner_box_rule_equals_the_official_matrix():
+    from rsam.geo.instances import inner_box_flags
+    from rsam.tasks.m2b import Boxes, remove_inner_boxes
+
+    rng = np.random.default_rng(11)
+    xy = rng.integers(0, 200, (300, 2))
+    wh = rng.integers(1, 60, (300, 2))
+    coords = np.concatenate([xy, xy + wh], axis=1).astype(np.float64)
+    coords[5] = coords[7]  # two equal boxes remove each other
+    coords[9] = [coords[3][0] + 1, coords[3][1], coords[3][2] + 1, coords[3][3]]  # overshoots by one pixel
+    flags = inner_box_flags(coords)
+    kept = remove_inner_boxes(Boxes(coords, np.arange(len(coords), dtype=np.float64))).scores.astype(int)
+    assert sorted(np.flatnonzero(~flags)) == sorted(kept) and flags.sum() > 20

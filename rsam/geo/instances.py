@@ -30,7 +30,7 @@ from affine import Affine
 from rasterio.features import shapes
 from rasterio.windows import Window
 
-from rsam.tasks.m2b import CONF_THRESHOLD, NMS_IOU, Boxes, nms, remove_inner_boxes
+from rsam.tasks.m2b import CONF_THRESHOLD, NMS_IOU, Boxes, _hbb_inside_matrix, nms
 from rsam.tasks.maps import FOREGROUND_THRESHOLD
 
 
@@ -211,10 +211,28 @@ class InstanceCollector:
         return result
 
 
+def inner_box_flags(coords: np.ndarray) -> np.ndarray:
+    """``flags[i]``: box i lies inside another box by M2B's official pixel test (``remove_inner_boxes``), computed
+    only on intersecting pairs (a spatial index), so memory grows with the overlaps, not with N^2 as the per-tile
+    rule's full matrix would on a whole scene. Boxes from components have w, h >= 1, so a box can only be inside a
+    box it intersects."""
+    n = len(coords)
+    flags = np.zeros(n, bool)
+    if n < 2:
+        return flags
+    tree = shapely.STRtree(shapely.box(coords[:, 0], coords[:, 1], coords[:, 2], coords[:, 3]))
+    pairs = tree.query(tree.geometries, predicate="intersects")
+    for i, j in zip(*pairs):
+        if i < j:
+            inside = _hbb_inside_matrix(coords[[i, j]])
+            flags[i] |= bool(inside[0, 1])
+            flags[j] |= bool(inside[1, 0])
+    return flags
+
+
 def _kept_indices(boxes: Boxes) -> list[int]:
     """Indices of ``boxes`` that survive M2B's inner-box removal and NMS at IoU 0.5 (by decreasing score)."""
-    order = Boxes(boxes.coords, np.arange(len(boxes), dtype=np.float64), "hbb")
-    survivors = remove_inner_boxes(order).scores.astype(np.int64)  # equal boxes remove each other: coords unique
+    survivors = np.flatnonzero(~inner_box_flags(boxes.coords))  # equal boxes remove each other: coords unique
     index = {tuple(boxes.coords[i]): int(i) for i in survivors}
     return [index[tuple(c)] for c in nms(boxes.take(survivors), NMS_IOU).coords]
 
