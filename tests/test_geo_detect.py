@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyogrio
 import pyogrio.raw
+import pytest
 import shapely
 from helpers.geo_data import write_raster
 
@@ -69,3 +72,31 @@ def test_grounding_union_box_equals_the_official_rule_on_the_whole_scene(tmp_pat
         boxes = [o.bbox_px for o in objects if o.prompt == name]
         union = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
         np.testing.assert_array_equal(union, grounding_box(whole[index]))
+
+
+def test_detect_count_ground_cli_with_the_real_tiny_model(tmp_path, capsys):
+    from helpers.benchmark_loop import save_tiny_model
+
+    from rsam.cli.main import main
+
+    model = save_tiny_model(tmp_path / "model")
+    _, path = _scene(tmp_path)
+    common = [str(path), "--model", str(model), "--prompt", "red roof", "--tile", "128", "--overlap", "32"]
+    assert main(["detect", *common, "--format", "coco", "-o", str(tmp_path / "d.json")]) == 0
+    detected = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    coco = json.loads((tmp_path / "d.json").read_text())
+    assert len(coco["annotations"]) == detected["boxes"]["red roof"] and coco["images"][0]["width"] == 380
+    assert main(["detect", *common, "--obb", "--format", "dota", "-o", str(tmp_path / "dota")]) == 0
+    lines = (tmp_path / "dota" / "Task1_red-roof.txt").read_text().splitlines()
+    assert all(len(line.split()) == 10 and line.startswith("d ") for line in lines)
+    capsys.readouterr()
+    assert main(["count", *common]) == 0
+    counted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert counted["counts"]["red roof"] == detected["boxes"]["red roof"]
+    assert main(["ground", str(path), "--model", str(model), "--prompt", "red roof", "--tile", "64"]) == 0
+    grounded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert grounded["crs"] == "EPSG:32631"
+    if grounded["box_px"] is not None:
+        x1, y1, x2, y2 = grounded["box_px"]
+        expected = [600000 + 0.3 * x1, 5000000 - 0.3 * y2, 600000 + 0.3 * x2, 5000000 - 0.3 * y1]
+        assert grounded["box_map"] == pytest.approx(expected)

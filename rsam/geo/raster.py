@@ -3,8 +3,9 @@
 * ``bands``: 1-based band indexes (``--bands 4,3,2``); default 1,2,3 for rasters with >= 3 bands, and band 1
   repeated three times for a single-band raster. The model sees exactly three bands; any other count is refused.
 * nodata: a pixel is nodata when GDAL's masks of **all** chosen bands mark it (nodata value in every band, alpha band
-  or internal mask; a saturated value in one band is data) or when a chosen band holds a non-finite float. Nodata pixels are 0 in the model input and are written as
-  the output's nodata value; a window with no valid pixel is not run through the model at all.
+  or internal mask; a saturated value in one band is data) or when a chosen band holds a non-finite float. Nodata
+  pixels are 0 in the model input and are written as the output's nodata value; a window with no valid pixel is not
+  run through the model at all.
 * a raster without a CRS (e.g. a plain PNG/JPEG or an ungeoreferenced TIFF) is accepted with a warning: its
   transform is the identity and vectors come out in pixel coordinates (x = column, y = row).
 * ``gsd``: optional target ground resolution (CRS units per pixel): the scene is read through a ``WarpedVRT`` in its
