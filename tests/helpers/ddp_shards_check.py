@@ -1,6 +1,6 @@
 """Distributed checks of the shard samplers, run as a subprocess by the tests (never under pytest itself).
 
-    python ddp_shards_check.py lightning OUT DATA_DIR         # Lightning DDP (2 CPU processes, gloo)
+    python ddp_shards_check.py lightning OUT DATA_DIR [MODE]  # Lightning DDP (2 CPU processes), MODE indexed|stream
     torchrun --nproc_per_node 2 ddp_shards_check.py plain OUT DATA_DIR TRAIN_PER_RANK
 
 Each rank writes ``OUT/<mode>-rank<r>.json`` with what it saw; the test checks the union.
@@ -29,13 +29,14 @@ def run_plain(out: Path, data_dir: str, train_per_rank: int) -> None:
     import torch.distributed as dist
     from torch.utils.data import DataLoader
 
-    from rsam.data.reader import ShardSamples
+    from rsam.data.reader import IndexedShards
     from rsam.data.samplers import PaddedEvalSampler, ResampledShardSampler
-    from rsam.data.shards import split_shards
+    from rsam.data.sources import ShardCache, gather_shards
 
     dist.init_process_group("gloo", timeout=timedelta(seconds=120))
     rank, world = dist.get_rank(), dist.get_world_size()
-    dataset = ShardSamples(split_shards(data_dir, "val"), transform=key_and_valid)
+    cache = ShardCache(os.environ.get("RSAM_CACHE_DIR") or str(out / "cache"))
+    dataset = IndexedShards(gather_shards(data_dir, "val"), transform=key_and_valid, cache=cache)
     loader = DataLoader(
         dataset, batch_size=512, sampler=PaddedEvalSampler(len(dataset)), num_workers=2, collate_fn=as_list
     )
@@ -65,7 +66,7 @@ def run_plain(out: Path, data_dir: str, train_per_rank: int) -> None:
     dist.destroy_process_group()
 
 
-def run_lightning(out: Path, data_dir: str) -> None:
+def run_lightning(out: Path, data_dir: str, mode: str = "indexed") -> None:
     import lightning.pytorch as pl
     from lightning.pytorch.strategies import DDPStrategy
 
@@ -96,7 +97,14 @@ def run_lightning(out: Path, data_dir: str) -> None:
             )
 
     datamodule = RemoteSAMShardDataModule(
-        data_dir, image_size=32, batch_size=3, num_workers=2, samples_per_rank=6, seed=3
+        data_dir,
+        image_size=32,
+        batch_size=3,
+        num_workers=2,
+        samples_per_rank=6,
+        seed=3,
+        mode=mode,
+        cache_dir=str(out / "cache"),
     )
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -120,4 +128,4 @@ if __name__ == "__main__":
     if mode == "plain":
         run_plain(out_dir, data, int(sys.argv[4]))
     else:
-        run_lightning(out_dir, data)
+        run_lightning(out_dir, data, *sys.argv[4:5])

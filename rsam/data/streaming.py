@@ -1,0 +1,231 @@
+"""Streaming training data (``data.mode: stream``): a ``webdataset`` pipeline for shards too big to cache.
+
+Per rank and DataLoader worker, one epoch is::
+
+    weighted shard draw with replacement      seeded from (seed, epoch, rank, worker); weights = samples per shard
+    -> wds.tarfile_to_samples(handler=...)    sequential tar reading from any gopen URL (file, http, s3, pipe:)
+    -> loss accounting                        samples lost to unreadable shards, counted per reason
+    -> wds.shuffle(buffer)                    sample shuffle buffer, rng seeded from (seed, epoch, rank, worker)
+    -> resume skip                            raw samples already consumed by a checkpointed run (not decoded)
+    -> decode (in the worker)                 image, mask, tokens; bad samples dropped and counted, or raised
+    -> .with_epoch(n)                         exactly n samples from this worker
+
+Resampling replaces node and worker splitting: every (rank, worker) draws its own shards from its own seed, so no
+rank waits for another and nothing depends on the shard count being a multiple of ``world x workers``. Each rank
+yields ``batches_per_rank x batch_size`` samples per epoch (``samples_per_rank`` rounded up to whole batches), split
+over its workers in whole batches, so every rank runs the same number of full batches (no DDP hang).
+
+Resume: the stream of each (rank, worker) is a function of (seed, epoch), and the DataLoader takes batches from its
+workers in a fixed round-robin order, so a run resumed after ``k`` batches of an epoch makes each worker skip the raw
+samples of its share of those ``k`` batches and then yields exactly the batches the uninterrupted run saw next. This
+holds as long as the shards' bytes are unchanged and no sample was skipped for bad data before the checkpoint (a
+skipped sample shifts the rest of that worker's epoch by one sample).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from rsam.data.reader import ON_ERROR
+from rsam.data.sources import CorruptShardError, ShardUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def round_robin_consumed(worker_batches: list[int], done: int) -> list[int]:
+    """How many of each worker's batches the DataLoader has delivered after ``done`` batches (round-robin order,
+    exhausted workers leave the cycle)."""
+    consumed = [0] * len(worker_batches)
+    delivered = 0
+    while delivered < done:
+        progressed = False
+        for worker, total in enumerate(worker_batches):
+            if delivered >= done:
+                break
+            if consumed[worker] < total:
+                consumed[worker] += 1
+                delivered += 1
+                progressed = True
+        if not progressed:
+            raise ValueError(f"{done} batches is more than the epoch's {sum(worker_batches)}")
+    return consumed
+
+
+class _ShardDraw:
+    """The first pipeline stage: an endless weighted draw of shard URLs, reproducible from its seed."""
+
+    def __init__(self, urls: list[str], weights: list[int], seed: list[int]):
+        self.urls, self.seed = urls, seed
+        self.p = np.asarray(weights, dtype=np.float64) / float(sum(weights))
+
+    def __call__(self):
+        rng = np.random.default_rng(self.seed)
+        while True:
+            for index in rng.choice(len(self.urls), size=64, p=self.p):
+                yield {"url": self.urls[int(index)]}
+
+
+class _Losses:
+    """Shard-level errors from ``tarfile_to_samples`` (through its ``handler``) turned into per-sample loss counts."""
+
+    def __init__(self, on_error: str, nsamples: dict[str, int], max_lost: int):
+        self.on_error, self.nsamples, self.max_lost = on_error, nsamples, max_lost
+        self.pending: list[tuple[str, str, str]] = []  # (url, reason, message) not yet accounted
+        self.counts: Counter = Counter()  # lost samples not yet reported with a delivered sample
+        self.lost = 0
+        self.last_url, self.yielded = None, 0
+
+    def handler(self, exn: Exception) -> bool:
+        """webdataset's exception handler: raise (naming the shard) or record the loss and continue."""
+        url = next((a for a in reversed(exn.args) if isinstance(a, str) and a in self.nsamples), None)
+        unavailable = isinstance(exn, (FileNotFoundError, ShardUnavailableError)) or "exit" in str(exn.args[0:1])
+        reason = "shard_unavailable" if unavailable and self.last_url != url else "shard_truncated"
+        message = f"{url}: {'cannot open' if reason == 'shard_unavailable' else 'unreadable'} shard: {exn.args[0]}"
+        if self.on_error == "raise":
+            if reason == "shard_unavailable":
+                raise ShardUnavailableError(message) from exn
+            raise CorruptShardError(message, reason) from exn
+        log.warning("skipped (%s): %s", reason, message)
+        self.pending.append((url, reason, message))
+        return True
+
+    def add(self, reason: str, count: int = 1) -> None:
+        self.counts[reason] += count
+        self.lost += count
+        if self.lost > self.max_lost:
+            raise CorruptShardError(
+                f"{self.lost} samples lost to bad data in one worker's epoch, more than data.max_skip_fraction "
+                f"allows ({self.max_lost}): {dict(self.counts)}",
+                "bad_sample",
+            )
+
+    def track(self, src):
+        for sample in src:
+            self._settle()
+            url = sample.get("__url__")
+            if url != self.last_url:
+                self.last_url, self.yielded = url, 0
+            self.yielded += 1
+            yield sample
+
+    def _settle(self) -> None:
+        for url, reason, _ in self.pending:
+            done = self.yielded if url == self.last_url else 0
+            self.add(reason, max(0, self.nsamples.get(url, 0) - done))
+            if url == self.last_url:
+                self.last_url = None
+        self.pending.clear()
+
+    def take(self) -> Counter:
+        counts, self.counts = self.counts, Counter()
+        return counts
+
+
+def _skip(count: int):
+    def stage(src):
+        return itertools.islice(src, count, None)
+
+    return stage
+
+
+def _decode(transform: Callable[[dict], dict], losses: _Losses):
+    def stage(src):
+        for sample in src:
+            sample = dict(sample, __shard__=sample.get("__url__"), __valid__=True)
+            try:
+                out = transform(sample)
+            except CorruptShardError as err:
+                if losses.on_error == "raise":
+                    raise
+                log.warning("skipped (%s): %s", err.reason, err)
+                losses.add(err.reason)
+                continue
+            out["skipped"] = losses.take()
+            yield out
+
+    return stage
+
+
+class StreamingShards(IterableDataset):
+    """The training stream of one rank over shards ``[{url, nsamples, ...}]`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        shards: list[dict],
+        transform: Callable[[dict], dict],
+        *,
+        samples_per_rank: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        shuffle_buffer: int = 1000,
+        on_error: str = "raise",
+        max_skip_fraction: float = 0.0,
+    ):
+        if not shards:
+            raise ValueError("no training shards")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.urls = [shard["url"] for shard in shards]
+        self.weights = [int(shard["nsamples"]) for shard in shards]
+        self.nsamples = dict(zip(self.urls, self.weights))
+        self.transform, self.batch_size, self.seed = transform, int(batch_size), int(seed)
+        self.rank, self.world, self.shuffle_buffer = int(rank), int(world), int(shuffle_buffer)
+        self.on_error, self.max_skip_fraction = on_error, float(max_skip_fraction)
+        self.batches_per_rank = max(1, math.ceil(samples_per_rank / self.batch_size))
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return self.batches_per_rank * self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def resume_within_epoch(self, epoch: int, batches_done: int) -> None:
+        """Make the next pass over ``epoch`` skip its first ``batches_done`` batches."""
+        if not 0 <= batches_done <= self.batches_per_rank:
+            raise ValueError(f"batches_done {batches_done} is outside 0..{self.batches_per_rank}")
+        self._resume = (int(epoch), int(batches_done)) if batches_done else None
+
+    def worker_batches(self, workers: int) -> list[int]:
+        base, extra = divmod(self.batches_per_rank, workers)
+        return [base + (w < extra) for w in range(workers)]
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        batches = self.worker_batches(workers)
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip = round_robin_consumed(batches, self._resume[1])[worker] * self.batch_size
+        if info is None:
+            self._resume = None  # in the main process the stream is iterated again next epoch
+        count = batches[worker] * self.batch_size - skip
+        if count <= 0:
+            return iter(())
+        seed = [self.seed, self.epoch, self.rank, worker]
+        losses = _Losses(self.on_error, self.nsamples, int(self.max_skip_fraction * batches[worker] * self.batch_size))
+        pipeline = wds.DataPipeline(
+            _ShardDraw(self.urls, self.weights, seed),
+            wds.tarfile_to_samples(handler=losses.handler),
+            losses.track,
+            wds.shuffle(
+                self.shuffle_buffer,
+                initial=min(self.shuffle_buffer, 100),
+                rng=random.Random(int(np.random.SeedSequence(seed).generate_state(1)[0])),
+            ),
+            _skip(skip),
+            _decode(self.transform, losses),
+        ).with_epoch(count)
+        return iter(pipeline)
