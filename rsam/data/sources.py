@@ -54,6 +54,9 @@ class CorruptShardError(ValueError):
         super().__init__(message)
         self.reason = reason
 
+    def __str__(self) -> str:  # webdataset appends the stream and URL to an exception's args on its way up
+        return str(self.args[0]) if self.args else ""
+
 
 class ShardUnavailableError(CorruptShardError, FileNotFoundError):
     """A shard listed in the index cannot be opened or fetched (missing, deleted, HTTP 404, ...)."""

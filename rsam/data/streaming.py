@@ -3,8 +3,10 @@
 Per rank and DataLoader worker, one epoch is::
 
     weighted shard draw with replacement      seeded from (seed, epoch, rank, worker); weights = samples per shard
-    -> wds.tarfile_to_samples(handler=...)    sequential tar reading from any gopen URL (file, http, s3, pipe:)
-    -> loss accounting                        samples lost to unreadable shards, counted per reason
+    -> url_opener, tar_file_expander          webdataset's sequential tar reading from any gopen URL (file, http,
+                                              s3, pipe:), errors through our handler
+    -> loss accounting                        samples lost to unreadable or short shards, counted per reason
+    -> group_by_keys                          members -> samples
     -> wds.shuffle(buffer)                    sample shuffle buffer, rng seeded from (seed, epoch, rank, worker)
     -> resume skip                            raw samples already consumed by a checkpointed run (not decoded)
     -> decode (in the worker)                 image, mask, tokens; bad samples dropped and counted, or raised
@@ -28,12 +30,15 @@ import itertools
 import logging
 import math
 import random
+import tarfile
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
+from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander, url_opener
 
 from rsam.data.reader import ON_ERROR
 from rsam.data.sources import CorruptShardError, ShardUnavailableError
@@ -75,27 +80,42 @@ class _ShardDraw:
 
 
 class _Losses:
-    """Shard-level errors from ``tarfile_to_samples`` (through its ``handler``) turned into per-sample loss counts."""
+    """Shard-level losses turned into per-sample counts: errors reported by webdataset's tar stages (through their
+    ``handler``) and shards that end before their indexed sample count (a tar cut at a member boundary reads as a
+    shorter, valid tar). ``track`` sits between ``tar_file_expander`` and ``group_by_keys``, where each shard visit
+    ends with an end-of-shard marker."""
 
     def __init__(self, on_error: str, nsamples: dict[str, int], max_lost: int):
         self.on_error, self.nsamples, self.max_lost = on_error, nsamples, max_lost
-        self.pending: list[tuple[str, str, str]] = []  # (url, reason, message) not yet accounted
         self.counts: Counter = Counter()  # lost samples not yet reported with a delivered sample
         self.lost = 0
-        self.last_url, self.yielded = None, 0
+        self.url, self.keys, self.last_key = None, 0, None  # the shard visit in progress
+
+    def _lose(self, url: str, reason: str, message: str, lost: int, cause: Exception | None = None) -> None:
+        if self.on_error == "raise":
+            error = (
+                ShardUnavailableError(message) if reason == "shard_unavailable" else CorruptShardError(message, reason)
+            )
+            raise error from cause
+        log.warning("skipped %d sample(s) (%s): %s", lost, reason, message)
+        self.add(reason, lost)
 
     def handler(self, exn: Exception) -> bool:
-        """webdataset's exception handler: raise (naming the shard) or record the loss and continue."""
+        """webdataset's exception handler: raise (naming the shard) or count the shard's unread samples."""
+        if isinstance(exn, CorruptShardError):
+            raise exn  # ours, raised by an inner stage's call of this handler: already names the shard
         url = next((a for a in reversed(exn.args) if isinstance(a, str) and a in self.nsamples), None)
-        unavailable = isinstance(exn, (FileNotFoundError, ShardUnavailableError)) or "exit" in str(exn.args[0:1])
-        reason = "shard_unavailable" if unavailable and self.last_url != url else "shard_truncated"
-        message = f"{url}: {'cannot open' if reason == 'shard_unavailable' else 'unreadable'} shard: {exn.args[0]}"
-        if self.on_error == "raise":
-            if reason == "shard_unavailable":
-                raise ShardUnavailableError(message) from exn
-            raise CorruptShardError(message, reason) from exn
-        log.warning("skipped (%s): %s", reason, message)
-        self.pending.append((url, reason, message))
+        if url is None:  # raised while reading the members of the shard in progress (no URL in the arguments)
+            if self.url is None:
+                return True  # a follow-up error of a shard already accounted
+            url = self.url
+        read = self.keys if url == self.url else 0
+        self.url = None
+        opened = read > 0 or isinstance(exn, (tarfile.TarError, EOFError))
+        reason = "shard_truncated" if opened else "shard_unavailable"
+        what = "unreadable" if opened else "cannot open"
+        detail = str(exn.args[0]).split(" @ <")[0] if exn.args else repr(exn)
+        self._lose(url, reason, f"{url}: {what} shard: {detail}", max(0, self.nsamples.get(url, 0) - read), exn)
         return True
 
     def add(self, reason: str, count: int = 1) -> None:
@@ -109,21 +129,25 @@ class _Losses:
             )
 
     def track(self, src):
-        for sample in src:
-            self._settle()
-            url = sample.get("__url__")
-            if url != self.last_url:
-                self.last_url, self.yielded = url, 0
-            self.yielded += 1
-            yield sample
-
-    def _settle(self) -> None:
-        for url, reason, _ in self.pending:
-            done = self.yielded if url == self.last_url else 0
-            self.add(reason, max(0, self.nsamples.get(url, 0) - done))
-            if url == self.last_url:
-                self.last_url = None
-        self.pending.clear()
+        for item in src:
+            if not item:  # end of a shard visit
+                if self.url is not None and self.keys < self.nsamples.get(self.url, 0):
+                    expected = self.nsamples[self.url]
+                    self._lose(
+                        self.url,
+                        "shard_truncated",
+                        f"{self.url}: ended after {self.keys} of its {expected} samples (truncated)",
+                        expected - self.keys,
+                    )
+                self.url = None
+                yield item
+                continue
+            if item.get("__url__") != self.url:
+                self.url, self.keys, self.last_key = item.get("__url__"), 0, None
+            key = base_plus_ext(item["fname"])[0]
+            if key != self.last_key:
+                self.keys, self.last_key = self.keys + 1, key
+            yield item
 
     def take(self) -> Counter:
         counts, self.counts = self.counts, Counter()
@@ -218,8 +242,10 @@ class StreamingShards(IterableDataset):
         losses = _Losses(self.on_error, self.nsamples, int(self.max_skip_fraction * batches[worker] * self.batch_size))
         pipeline = wds.DataPipeline(
             _ShardDraw(self.urls, self.weights, seed),
-            wds.tarfile_to_samples(handler=losses.handler),
+            partial(url_opener, handler=losses.handler),
+            partial(tar_file_expander, handler=losses.handler),
             losses.track,
+            partial(group_by_keys, handler=losses.handler),
             wds.shuffle(
                 self.shuffle_buffer,
                 initial=min(self.shuffle_buffer, 100),
