@@ -388,3 +388,41 @@ def test_skipped_eval_sample_becomes_an_invalid_row(syn, tmp_path):
     assert sorted(k for k, ok in rows if ok) == sorted(VAL_KEYS - {"syn-00000031"})
     image = Image.open(io.BytesIO(read_samples(folder)["syn-00000030"]["png"]))
     assert image.size == (16, 16)
+
+
+def test_stream_mid_epoch_resume_is_exact(syn, tmp_path):
+    """Stopped after 1 of 3 batches of epoch 1, the resumed stream (2 workers) yields exactly what the full run saw."""
+    import lightning.pytorch as pl
+
+    class SaveAt(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 4:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+
+    class Recorder(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.seen = []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append((self.current_epoch, batch_idx, [m["key"] for m in batch["meta"]]))
+            return (self.weight * batch["image"].mean()).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def fit(ckpt_path=None):
+        dm = RemoteSAMShardDataModule(str(syn), image_size=16, batch_size=2, num_workers=2, samples_per_rank=6,
+                                      seed=11, mode="stream", shuffle_buffer=4)
+        model = Recorder()
+        trainer = pl.Trainer(accelerator="cpu", max_steps=9, limit_val_batches=0, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             default_root_dir=tmp_path, callbacks=[SaveAt()])
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        return model.seen
+
+    full = fit()  # 3 epochs of 3 batches; saves after the first batch of epoch 1
+    assert [step[:2] for step in full[3:6]] == [(1, 0), (1, 1), (1, 2)]
+    assert [keys for *_, keys in full[0:3]] != [keys for *_, keys in full[3:6]]  # the epoch changes the stream
+    assert fit(str(tmp_path / "mid.ckpt")) == full[4:]

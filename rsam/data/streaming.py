@@ -19,7 +19,8 @@ over its workers in whole batches, so every rank runs the same number of full ba
 
 Resume: the stream of each (rank, worker) is a function of (seed, epoch), and the DataLoader takes batches from its
 workers in a fixed round-robin order, so a run resumed after ``k`` batches of an epoch makes each worker skip the raw
-samples of its share of those ``k`` batches and then yields exactly the batches the uninterrupted run saw next. This
+samples of its share of those ``k`` batches (DataLoader worker 0 taking the role of the worker whose batch came next)
+and then yields exactly the batches the uninterrupted run saw next. This
 holds as long as the shards' bytes are unchanged and no sample was skipped for bad data before the checkpoint (a
 skipped sample shifts the rest of that worker's epoch by one sample).
 """
@@ -46,23 +47,26 @@ from rsam.data.sources import CorruptShardError, ShardUnavailableError
 log = logging.getLogger(__name__)
 
 
-def round_robin_consumed(worker_batches: list[int], done: int) -> list[int]:
-    """How many of each worker's batches the DataLoader has delivered after ``done`` batches (round-robin order,
-    exhausted workers leave the cycle)."""
-    consumed = [0] * len(worker_batches)
-    delivered = 0
-    while delivered < done:
-        progressed = False
-        for worker, total in enumerate(worker_batches):
-            if delivered >= done:
-                break
-            if consumed[worker] < total:
-                consumed[worker] += 1
-                delivered += 1
-                progressed = True
-        if not progressed:
-            raise ValueError(f"{done} batches is more than the epoch's {sum(worker_batches)}")
-    return consumed
+def round_robin_consumed(worker_batches: list[int], done: int) -> tuple[list[int], int]:
+    """After ``done`` batches of an epoch: how many batches each worker has delivered (the DataLoader takes them
+    round-robin, exhausted workers leaving the cycle), and which worker delivers the next one."""
+    workers = len(worker_batches)
+    if done > sum(worker_batches):
+        raise ValueError(f"{done} batches is more than the epoch's {sum(worker_batches)}")
+    consumed, worker = [0] * workers, -1
+    for _ in range(done):
+        worker = next(
+            w % workers
+            for w in range(worker + 1, worker + 1 + workers)
+            if consumed[w % workers] < worker_batches[w % workers]
+        )
+        consumed[worker] += 1
+    following = [
+        w % workers
+        for w in range(worker + 1, worker + 1 + workers)
+        if consumed[w % workers] < worker_batches[w % workers]
+    ]
+    return consumed, following[0] if following else 0
 
 
 class _ShardDraw:
@@ -232,7 +236,10 @@ class StreamingShards(IterableDataset):
         batches = self.worker_batches(workers)
         skip = 0
         if self._resume is not None and self._resume[0] == self.epoch:
-            skip = round_robin_consumed(batches, self._resume[1])[worker] * self.batch_size
+            consumed, following = round_robin_consumed(batches, self._resume[1])
+            # the DataLoader starts its cycle at worker 0 again: that worker plays the one whose batch came next
+            worker = (worker + following) % workers
+            skip = consumed[worker] * self.batch_size
         if info is None:
             self._resume = None  # in the main process the stream is iterated again next epoch
         count = batches[worker] * self.batch_size - skip
