@@ -56,8 +56,15 @@ def http(syn, tmp_path_factory):
 
 
 def datamodule(location, tmp_path, **options):
-    kwargs = dict(image_size=16, batch_size=4, num_workers=0, samples_per_rank=12, seed=1, shuffle_buffer=8,
-                  cache_dir=str(tmp_path / "cache"))
+    kwargs = dict(
+        image_size=16,
+        batch_size=4,
+        num_workers=0,
+        samples_per_rank=12,
+        seed=1,
+        shuffle_buffer=8,
+        cache_dir=str(tmp_path / "cache"),
+    )
     kwargs.update(options)
     dm = RemoteSAMShardDataModule(str(location), **kwargs)
     dm.setup("fit")
@@ -94,8 +101,9 @@ def test_http_indexed_reads_like_local_and_downloads_each_shard_once(syn, http, 
     batch = next(iter(remote.val_dataloader()))
     assert batch["meta"][0]["text"] == json.loads(reference["syn-00000024"]["json"])["text"]
     cached = sorted((tmp_path / "b" / "cache").glob("*-val-*.tar"))
-    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in cached] == [sha256_file(syn / p.name.split("-", 1)[1])
-                                                                              for p in cached]
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in cached] == [
+        sha256_file(syn / p.name.split("-", 1)[1]) for p in cached
+    ]
     again = datamodule(http.url, tmp_path / "b")  # same cache: nothing downloaded again
     val_rows(again)
     assert http.gets("val-000000.tar") == before["val-000000.tar"] + 1
@@ -147,13 +155,18 @@ def test_concurrent_fetches_of_one_shard_download_it_once(syn, http, tmp_path):
 
 def test_two_process_ddp_streams_from_http_and_validates_every_sample_once(http, tmp_path):
     out = tmp_path / "ddp"
-    result = subprocess.run([sys.executable, str(HELPERS / "ddp_shards_check.py"), "lightning", str(out), http.url,
-                             "stream"], env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(HELPERS / "ddp_shards_check.py"), "lightning", str(out), http.url, "stream"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((out / f"lightning-rank{r}.json").read_text()) for r in (0, 1)]
     per_rank = -(-len(VAL_KEYS) // 2)
     for epoch in range(2):
-        seen = [tuple(item) for r in ranks for item in r["val"][epoch * per_rank: (epoch + 1) * per_rank]]
+        seen = [tuple(item) for r in ranks for item in r["val"][epoch * per_rank : (epoch + 1) * per_rank]]
         assert sorted(key for key, ok in seen if ok) == sorted(VAL_KEYS)
         assert sum(1 for _, ok in seen if not ok) == 2 * per_rank - len(VAL_KEYS)
     assert len(ranks[0]["train"]) == len(ranks[1]["train"]) == 2 * 2  # 6 samples per rank and epoch, batch 3
@@ -168,10 +181,20 @@ def test_fit_streams_from_s3_with_the_endpoint_from_the_environment(tmp_path):
     with s3_server(tmp_path / "moto.log") as endpoint:
         upload_folder(endpoint, "rsam", "demo", demo)
         env = {**subprocess_env(), **S3_ENV, "AWS_ENDPOINT_URL": endpoint, "RSAM_CACHE_DIR": str(tmp_path / "cache")}
-        command = ["fit", "--config", str(recipe), "--no-wandb", "data.dirs=[s3://rsam/demo]", "data.mode=stream",
-                   "trainer.max_steps=2", "trainer.limit_val_batches=2", "data.num_workers=1"]
-        result = subprocess.run([sys.executable, "-m", "rsam.cli.main", *command], env=env, capture_output=True,
-                                text=True, timeout=300)
+        command = [
+            "fit",
+            "--config",
+            str(recipe),
+            "--no-wandb",
+            "data.dirs=[s3://rsam/demo]",
+            "data.mode=stream",
+            "trainer.max_steps=2",
+            "trainer.limit_val_batches=2",
+            "data.num_workers=1",
+        ]
+        result = subprocess.run(
+            [sys.executable, "-m", "rsam.cli.main", *command], env=env, capture_output=True, text=True, timeout=300
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
     assert summary["step"] == 2 and "val/oIoU" in summary["metrics"]
@@ -209,8 +232,15 @@ def test_missing_shard_is_found_at_start_not_when_first_drawn(syn, tmp_path, mod
 
     dm = RemoteSAMShardDataModule(str(folder), image_size=16, batch_size=4, num_workers=0, mode=mode)
     model = Recorder()
-    trainer = pl.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     with pytest.raises(ShardUnavailableError, match="train-000002.tar: listed in the index but missing"):
         trainer.fit(model, datamodule=dm)
     assert model.steps == 0
@@ -319,8 +349,16 @@ def seed_drawing_shard_1_first(mode: str) -> int:
 def test_bad_data_raises_naming_the_shard_and_key(syn, tmp_path, mode, fault):
     folder = copy_dataset(syn, tmp_path)
     later = make_fault(folder, fault)
-    dm = datamodule(folder, tmp_path, mode=mode, verify="none", samples_per_rank=24, mix_shards=1,
-                    shuffle_buffer=1, seed=seed_drawing_shard_1_first(mode))
+    dm = datamodule(
+        folder,
+        tmp_path,
+        mode=mode,
+        verify="none",
+        samples_per_rank=24,
+        mix_shards=1,
+        shuffle_buffer=1,
+        seed=seed_drawing_shard_1_first(mode),
+    )
     with pytest.raises(CorruptShardError, match=FAULTS[fault][1]) as raised:
         train_pass(dm, later)
     assert raised.value.reason == FAULTS[fault][0]
@@ -332,8 +370,18 @@ def test_bad_data_is_skipped_counted_and_replaced(syn, tmp_path, mode, fault):
     folder = copy_dataset(syn, tmp_path)
     later = make_fault(folder, fault)
     seed = seed_drawing_shard_1_first(mode)
-    dm = datamodule(folder, tmp_path, mode=mode, verify="none", samples_per_rank=24, mix_shards=1,
-                    shuffle_buffer=1, on_error="skip", max_skip_fraction=0.99, seed=seed)
+    dm = datamodule(
+        folder,
+        tmp_path,
+        mode=mode,
+        verify="none",
+        samples_per_rank=24,
+        mix_shards=1,
+        shuffle_buffer=1,
+        on_error="skip",
+        max_skip_fraction=0.99,
+        seed=seed,
+    )
     keys, skipped = train_pass(dm, later)
     assert len(keys) == 24  # every slot filled: the rank's count does not change
     reason = FAULTS[fault][0]
@@ -363,11 +411,28 @@ def test_skip_counts_reach_the_progress_bar_and_loggers_and_the_bound_stops_the_
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     def fit(fraction):
-        dm = RemoteSAMShardDataModule(str(folder), image_size=16, batch_size=4, num_workers=0, samples_per_rank=24,
-                                      seed=1, mix_shards=1, on_error="skip", max_skip_fraction=fraction)
-        trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0, logger=CSVLogger(tmp_path),
-                             enable_checkpointing=False, enable_progress_bar=True, enable_model_summary=False,
-                             log_every_n_steps=1, default_root_dir=tmp_path)
+        dm = RemoteSAMShardDataModule(
+            str(folder),
+            image_size=16,
+            batch_size=4,
+            num_workers=0,
+            samples_per_rank=24,
+            seed=1,
+            mix_shards=1,
+            on_error="skip",
+            max_skip_fraction=fraction,
+        )
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_epochs=1,
+            limit_val_batches=0,
+            logger=CSVLogger(tmp_path),
+            enable_checkpointing=False,
+            enable_progress_bar=True,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+            default_root_dir=tmp_path,
+        )
         trainer.fit(Model(), datamodule=dm)
         return trainer
 
@@ -413,12 +478,28 @@ def test_stream_mid_epoch_resume_is_exact(syn, tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     def fit(ckpt_path=None):
-        dm = RemoteSAMShardDataModule(str(syn), image_size=16, batch_size=2, num_workers=2, samples_per_rank=6,
-                                      seed=11, mode="stream", shuffle_buffer=4)
+        dm = RemoteSAMShardDataModule(
+            str(syn),
+            image_size=16,
+            batch_size=2,
+            num_workers=2,
+            samples_per_rank=6,
+            seed=11,
+            mode="stream",
+            shuffle_buffer=4,
+        )
         model = Recorder()
-        trainer = pl.Trainer(accelerator="cpu", max_steps=9, limit_val_batches=0, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             default_root_dir=tmp_path, callbacks=[SaveAt()])
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_steps=9,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+            callbacks=[SaveAt()],
+        )
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         return model.seen
 
@@ -426,3 +507,23 @@ def test_stream_mid_epoch_resume_is_exact(syn, tmp_path):
     assert [step[:2] for step in full[3:6]] == [(1, 0), (1, 1), (1, 2)]
     assert [keys for *_, keys in full[0:3]] != [keys for *_, keys in full[3:6]]  # the epoch changes the stream
     assert fit(str(tmp_path / "mid.ckpt")) == full[4:]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.mode=fast", "data.mode"),
+        ("data.on_error=ignore", "data.on_error"),
+        ("data.verify=md5", "data.verify"),
+        ("data.max_skip_fraction=1.5", "data.max_skip_fraction"),
+        ("data.cache_limit_gb=0", "data.cache_limit_gb"),
+        ("data.dirs=['pipe:cat /data/index.json']", "data.dirs[0]"),
+    ],
+)
+def test_recipe_refuses_bad_data_options_naming_the_key(override, key):
+    from rsam.recipes import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_recipe("demo", [override, "data.num_workers=0"], check_files=False)
+    recipe = load_recipe("demo", ["data.dirs=[s3://bucket/rsam, 'http://host/{a,b}']"], check_files=True)
+    assert list(recipe.data.dirs) == ["s3://bucket/rsam", "http://host/{a,b}"]  # remote: checked at setup
