@@ -25,6 +25,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -109,6 +110,12 @@ def open_url(url: str):
         raise ShardUnavailableError(f"{url}: not found") from err
 
 
+def _short(err: Exception) -> str:
+    """webdataset's pipe errors carry the whole command line; keep the exit status."""
+    found = re.search(r"exit (\d+)", str(err))
+    return f"the download command exited with status {found.group(1)}" if found else str(err)
+
+
 def read_url(url: str) -> bytes:
     """The whole content of ``url``; a failed download or command names the URL."""
     try:
@@ -117,7 +124,7 @@ def read_url(url: str) -> bytes:
     except ShardUnavailableError:
         raise
     except Exception as err:  # curl/pipe exit codes surface as IOError/ValueError, fsspec raises its own types
-        raise ShardUnavailableError(f"{url}: cannot read: {err}") from err
+        raise ShardUnavailableError(f"{url}: cannot read: {_short(err)}") from err
     return data
 
 
@@ -227,7 +234,7 @@ def sha256_url(url: str) -> tuple[str, int]:
     except ShardUnavailableError:
         raise
     except Exception as err:
-        raise ShardUnavailableError(f"{url}: cannot read: {err}") from err
+        raise ShardUnavailableError(f"{url}: cannot read: {_short(err)}") from err
     return digest.hexdigest(), size
 
 
@@ -349,7 +356,7 @@ class ShardCache:
         except CorruptShardError:
             raise
         except Exception as err:
-            raise ShardUnavailableError(f"{url}: download failed: {err}") from err
+            raise ShardUnavailableError(f"{url}: download failed: {_short(err)}") from err
         finally:
             tmp.unlink(missing_ok=True)
 
