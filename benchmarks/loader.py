@@ -14,7 +14,8 @@ Measures, in one run and on the same generated 896x896 JPEG shards (4 x 64 sampl
 
 The first batch (worker start-up, tokenizer build) is excluded. The machine may be shared: every row records the
 CPU time used by other processes during the measurement (``/proc/stat`` busy time minus this run's own CPU time,
-the HTTP server's included), in cores. Targets on the 2-core dev machine: every mode except cold HTTP >= 0.9 x the
+the HTTP server's included), in cores, and the samples per CPU-second this run used (a figure that does not depend
+on how loaded the machine was). Targets on the 2-core dev machine: every mode except cold HTTP >= 0.9 x the
 reference, every mode >= 25 samples/s.
 """
 
@@ -102,6 +103,7 @@ def run_loader(loader: DataLoader, server_pid: int | None) -> dict:
         "startup_s": round(first - start, 2),
         "samples_per_s": round(count / seconds, 2),
         "own_cpu_cores": round(own / seconds, 2),
+        "samples_per_own_cpu_s": round(count / own, 2) if own > 0 else None,
         "other_cpu_cores": round(max(0.0, busy - own) / seconds, 2),
     }
 
