@@ -119,6 +119,8 @@ def test_stream_order_is_reproducible_and_the_same_from_every_source(syn, http, 
 
     local = keys(syn)
     assert len(local) == 12 and set(local) <= {f"syn-{n:08d}" for n in range(24)}
+    piped = datamodule(f"pipe:cat {syn}/{{name}}", tmp_path / "pipe")  # indexed: pipe: downloads into the cache
+    assert val_rows(piped) == val_rows(datamodule(syn, tmp_path))
     assert keys(http.url) == local == keys(f"file://{syn}") == keys(f"pipe:cat {syn}/{{name}}")
     assert keys(syn, epoch=1) != local and keys(syn, rank=1) != local and keys(syn) == local
 
@@ -151,6 +153,51 @@ def test_concurrent_fetches_of_one_shard_download_it_once(syn, http, tmp_path):
     assert len({path for path, _ in results}) == 1 and {digest for _, digest in results} == {shard["sha256"]}
     assert http.gets("val-000002.tar") == before + 1
     assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fit_over_http(http, tmp_path, mode):
+    import lightning.pytorch as pl
+
+    class Model(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.keys = []
+
+        def training_step(self, batch, batch_idx):
+            self.keys += [m["key"] for m in batch["meta"]]
+            return (self.weight * batch["image"].mean()).sum()
+
+        def validation_step(self, batch, batch_idx):
+            self.keys += [m["key"] for m, ok in zip(batch["meta"], batch["valid"]) if ok]
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = RemoteSAMShardDataModule(
+        http.url,
+        image_size=16,
+        batch_size=4,
+        num_workers=2,
+        samples_per_rank=8,
+        mode=mode,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    model = Model()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 2 and sorted(model.keys[8:]) == sorted(VAL_KEYS)
+    assert set(model.keys[:8]) <= {f"syn-{n:08d}" for n in range(24)}
 
 
 def test_two_process_ddp_streams_from_http_and_validates_every_sample_once(http, tmp_path):
