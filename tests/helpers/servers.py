@@ -105,8 +105,12 @@ def upload_folder(endpoint: str, bucket: str, prefix: str, folder: Path) -> None
     """Create ``bucket`` and put every file of ``folder`` under ``prefix/`` (boto3, endpoint given explicitly)."""
     import boto3
 
-    client = boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in S3_ENV.items() if "KEY" in k},
-                          region_name=S3_ENV["AWS_DEFAULT_REGION"])
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        **{k.lower(): v for k, v in S3_ENV.items() if "KEY" in k},
+        region_name=S3_ENV["AWS_DEFAULT_REGION"],
+    )
     client.create_bucket(Bucket=bucket)
     for path in sorted(Path(folder).iterdir()):
         if path.is_file():
