@@ -191,15 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     base = results[0]["samples_per_s"]
     for result in results:
         result["vs_reference"] = round(result["samples_per_s"] / base, 3)
-    log.info("%-18s %10s %8s %12s %12s", "mode", "samples/s", "x ref", "own cores", "other cores")
+    header = ("mode", "samples/s", "x ref", "own cores", "other cores", "samples/CPU-s")
+    log.info("%-18s %10s %8s %10s %12s %14s", *header)
     for r in results:
         log.info(
-            "%-18s %10.2f %8.2f %12.2f %12.2f",
+            "%-18s %10.2f %8.2f %10.2f %12.2f %14.2f",
             r["name"],
             r["samples_per_s"],
             r["vs_reference"],
             r["own_cpu_cores"],
             r["other_cpu_cores"],
+            r["samples_per_own_cpu_s"] or 0.0,
         )
     log.info("load average at the end: %s", open("/proc/loadavg").read().strip())
     if args.json:
