@@ -574,3 +574,21 @@ def test_recipe_refuses_bad_data_options_naming_the_key(override, key):
         load_recipe("demo", [override, "data.num_workers=0"], check_files=False)
     recipe = load_recipe("demo", ["data.dirs=[s3://bucket/rsam, 'http://host/{a,b}']"], check_files=True)
     assert list(recipe.data.dirs) == ["s3://bucket/rsam", "http://host/{a,b}"]  # remote: checked at setup
+
+
+def test_brace_pattern_locations_expand_in_order(tmp_path):
+    from rsam.data.synthetic import write_synthetic_dataset
+
+    for part, name in enumerate(("a", "b")):
+        write_synthetic_dataset(tmp_path / f"part-{part}", {"val": [2, 1]}, image_size=8, name=name)
+    shards = gather_shards(str(tmp_path / "part-{0..1}"), "val")
+    assert [Path(s["url"]).relative_to(tmp_path).as_posix() for s in shards] == [
+        "part-0/val-000000.tar",
+        "part-0/val-000001.tar",
+        "part-1/val-000000.tar",
+        "part-1/val-000001.tar",
+    ]
+    dm = RemoteSAMShardDataModule(str(tmp_path / "part-{0..1}"), image_size=8, batch_size=4, num_workers=0)
+    dm.setup("validate")
+    rows = val_rows(dm)
+    assert [valid for _, valid in rows] == [True] * 6 and len({key for key, _ in rows}) == 3  # keys repeat per part
