@@ -13,6 +13,7 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -64,6 +65,13 @@ class DataSection:
     mix_shards: int = 4
     cache_decoded: bool = False  # keep decoded samples in memory (small datasets, num_workers 0)
     vocab_file: str | None = None
+    mode: str = "indexed"  # indexed (wids, random access, exact resume) | stream (webdataset pipeline, training)
+    cache_dir: str | None = None  # local cache of remote shards (indexed mode); default $RSAM_CACHE_DIR or ~/.cache
+    cache_limit_gb: float | None = None  # bound of that cache (least recently used shards are deleted); None: none
+    on_error: str = "raise"  # bad data at training time: raise (name shard and key) | skip (drop, count, log)
+    max_skip_fraction: float = 0.01  # with skip: stop when more than this share of an epoch's samples is bad
+    verify: str = "size"  # start-up shard check: size (exists, indexed size) | sha256 (also hashes) | none
+    shuffle_buffer: int = 1000  # stream mode: sample shuffle buffer per worker
 
 
 @dataclass
@@ -341,6 +349,29 @@ def _check_deepspeed(recipe: DictConfig) -> None:
             _fail(f"deepspeed.{key}", f"must be >= 1, got {ds[key]}")
 
 
+def _is_local_location(location: str) -> bool:
+    return not location.startswith("pipe:") and urlparse(location).scheme == ""
+
+
+def _check_data_io(data: DictConfig) -> None:
+    """The data source, cache and bad-data options (docs/shards.md)."""
+    choices = {"mode": ("indexed", "stream"), "on_error": ("raise", "skip"), "verify": ("size", "sha256", "none")}
+    for key, allowed in choices.items():
+        if data[key] not in allowed:
+            _fail(f"data.{key}", f"must be one of {allowed}, got {data[key]!r}")
+    if not 0 <= data.max_skip_fraction < 1:
+        _fail("data.max_skip_fraction", f"must be in [0, 1), got {data.max_skip_fraction}")
+    if data.cache_limit_gb is not None and data.cache_limit_gb <= 0:
+        _fail("data.cache_limit_gb", f"must be > 0 (or null for no bound), got {data.cache_limit_gb}")
+    if data.shuffle_buffer < 1:
+        _fail("data.shuffle_buffer", f"must be >= 1, got {data.shuffle_buffer}")
+    if data.mode == "stream" and data.cache_decoded:
+        _fail("data.cache_decoded", "does not apply to data.mode=stream (nothing is read twice)")
+    for i, location in enumerate(data.dirs):
+        if location.startswith("pipe:") and "{name}" not in location:
+            _fail(f"data.dirs[{i}]", f"{location!r}: a pipe: location needs {{name}} where the file name goes")
+
+
 def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
     """Cross-field rules (the schema already checked keys and types)."""
     cfg = _check_model(recipe)
@@ -366,6 +397,7 @@ def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
         _fail("data.dirs", "at least one dataset folder is needed")
     if data.cache_decoded and data.num_workers > 0:
         _fail("data.cache_decoded", "needs data.num_workers=0 (a worker's cache dies with the worker each epoch)")
+    _check_data_io(data)
     if trainer.max_steps in (-1, None) and trainer.max_epochs in (-1, None):
         _fail("trainer.max_steps", "set trainer.max_steps or trainer.max_epochs: the poly schedule needs a length")
     on_cpu = trainer.accelerator == "cpu"
@@ -395,7 +427,7 @@ def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
             if value and value != MINILM and not Path(value).exists():
                 _fail(key, f"{value} does not exist")
         for i, folder in enumerate(data.dirs):
-            if not (Path(folder) / "index.json").is_file():
+            if _is_local_location(folder) and "{" not in folder and not (Path(folder) / "index.json").is_file():
                 _fail(
                     f"data.dirs[{i}]",
                     f"{folder} holds no shard dataset (index.json); build one with `rsam data "
