@@ -68,7 +68,7 @@ def _stop_after(command: list[str], record: Path, timeout: int = 300) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
-    assert "Received SIGTERM" in stderr, stderr[-3000:]
+    assert "received SIGTERM; stopping after the current optimisation step" in stderr, stderr[-3000:]
     return proc.returncode
 
 
