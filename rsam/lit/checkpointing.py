@@ -7,7 +7,9 @@ checkpoints checked before they are resumed, and one live fit per run folder.
   name: the temporary file is removed (or, after SIGKILL, by the next fit that takes the run folder) and the previous
   checkpoint stays as it was. A full disk stops the run with one line (:class:`CheckpointWriteError`).
 - :class:`RunCheckpoint` is Lightning's ModelCheckpoint with its version counter off (``last.ckpt`` is rewritten in
-  place, never ``last-v1.ckpt``). It saves ``last.ckpt`` when the ranks agree to stop on a signal
+  place, never ``last-v1.ckpt``) that rewrites ``last.ckpt`` at every checkpoint point, also when the monitored metric
+  did not improve (Lightning 2.6 then keeps the old one) and at the end of training. It saves ``last.ckpt`` when the
+  ranks agree to stop on a signal
   (:mod:`rsam.lit.resume`) and when an exception ends a fit (at the last completed step).
 - :func:`checkpoint_problem` says why a checkpoint cannot be read (torn, truncated, not a Lightning checkpoint) without
   reading its tensors; ``--ckpt_path`` uses it to skip or name bad files in one line.
@@ -199,10 +201,13 @@ class RunCheckpoint(ModelCheckpoint):
     def save_last_now(self, trainer: pl.Trainer) -> None:
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self.interruptions.install(trainer.global_rank)  # replaces Lightning's handlers, registered just before
+
     def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
         self._step_checked = trainer.global_step
-        self.interruptions.install(trainer.local_rank)  # after Lightning's own handlers (registered before training)
+        self.interruptions.install(trainer.global_rank)  # (when there is no sanity check)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         self._updating = False
@@ -225,17 +230,35 @@ class RunCheckpoint(ModelCheckpoint):
         if self.interruptions.is_requeue(trainer, signum):
             trainer._signal_connector._slurm_sigusr_handler_fn(signum, None)  # Lightning's: hpc_ckpt_N + requeue
         log.warning(
-            "rank %d: stopping on signal %d after step %d; saved %s", trainer.global_rank, signum, trainer.global_step,
+            "rank %d: stopping on signal %d after step %d; saved %s",
+            trainer.global_rank,
+            signum,
+            trainer.global_step,
             self.last_path,
         )
         trainer._signal_connector.received_sigterm = True  # Lightning's loops raise SIGTERMException on every rank
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
+            self.save_last_now(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            self.save_last_now(trainer)  # Lightning (2.6) rewrites last.ckpt only when a best-* was saved too
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer):
+            self.save_last_now(trainer)  # the final state, whatever the schedule of validations
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         self.interruptions.uninstall()
         if trainer.state.fn != "fit" or trainer.sanity_checking or isinstance(exception, SIGTERMException):
             return
-        if isinstance(exception, CheckpointWriteError) or self._last_global_step_saved == trainer.global_step:
-            return  # the disk is full (a second write would fail too), or this step is on disk already
+        if isinstance(exception, CheckpointError) or self._last_global_step_saved == trainer.global_step:
+            return  # a full disk (a second write would fail too), a folder another fit holds, or a step on disk
         batch = trainer.fit_loop.epoch_loop.batch_progress.total
         if self._updating and batch.processed < batch.started:
             log.error("the failure came during an optimizer update: no checkpoint written (the weights may be torn)")
@@ -251,7 +274,9 @@ class RunCheckpoint(ModelCheckpoint):
             return
         log.warning(
             "%s ended the fit: saved %s at step %d, the last completed step (resume with --ckpt_path last)",
-            type(exception).__name__, self.last_path, trainer.global_step,
+            type(exception).__name__,
+            self.last_path,
+            trainer.global_step,
         )
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
@@ -335,7 +360,9 @@ class RunLock:
                     )
                 log.warning(
                     "taking over the stale lock %s (pid %s on host %s is gone)",
-                    self.path, holder.get("pid"), holder.get("host"),
+                    self.path,
+                    holder.get("pid"),
+                    holder.get("host"),
                 )
             tmp = temp_path(self.path)
             tmp.write_text(json.dumps(self._mine()))

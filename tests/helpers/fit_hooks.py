@@ -2,7 +2,8 @@
 callbacks added to the recipe's (the same script is what Lightning's launcher re-runs for the other ranks):
 
 - every rank appends ``{"step", "keys"}`` of each training batch to ``RECORD_DIR/order-rank{R}.jsonl`` (the data order)
-  and writes its pid to ``RECORD_DIR/pid-rank{R}``;
+  and writes its pid to ``RECORD_DIR/pid-rank{R}`` and its layout (ranks, cluster environment, MASTER_ADDR/PORT, Slurm
+  node) to ``RECORD_DIR/env-rank{R}.json``;
 - when PAUSE_AT_STEP > 0, every rank stops after that optimisation step, writes ``RECORD_DIR/paused-rank{R}`` and waits
   (at most 120 s) until a stop signal reaches any rank (a rank that got one writes ``RECORD_DIR/released``) or the
   test writes ``RECORD_DIR/released`` itself. Every rank then sits in Python code, not inside a collective, when the
@@ -32,7 +33,18 @@ class RecordOrder(pl.Callback):
         self.folder = folder
 
     def setup(self, trainer, pl_module, stage):
-        (self.folder / f"pid-rank{trainer.global_rank}").write_text(str(os.getpid()))
+        rank = trainer.global_rank
+        (self.folder / f"pid-rank{rank}").write_text(str(os.getpid()))
+        names = ("MASTER_ADDR", "MASTER_PORT", "SLURMD_NODENAME", "SLURM_PROCID", "SLURM_NODEID", "SLURM_RESTART_COUNT")
+        layout = {
+            "global_rank": rank,
+            "node_rank": trainer.node_rank,
+            "local_rank": trainer.local_rank,
+            "world_size": trainer.world_size,
+            "cluster": type(getattr(trainer.strategy, "cluster_environment", None)).__name__,
+            **{name: os.environ.get(name) for name in names},
+        }
+        (self.folder / f"env-rank{rank}.json").write_text(json.dumps(layout))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         line = {"step": trainer.global_step, "keys": [meta["key"] for meta in batch["meta"]]}
