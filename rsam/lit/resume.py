@@ -40,6 +40,16 @@ class StepSeeding(pl.Callback):
     def __init__(self, seed: int):
         self.seed = int(seed)
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module) -> None:
+        """The training order's epoch is the trainer's epoch. Lightning passes ``epoch_progress.processed`` to
+        ``set_epoch``, which a restart from an epoch-end checkpoint (a validation-end ``best-*``/``last.ckpt``)
+        counts once more than the epochs run, shifting every later epoch's order by one."""
+        from lightning.fabric.utilities.data import _set_sampler_epoch
+
+        loaders = trainer.train_dataloader
+        for loader in getattr(loaders, "flattened", None) or [loaders]:
+            _set_sampler_epoch(loader, trainer.current_epoch)
+
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
         batch_number = trainer.fit_loop.epoch_loop.batch_progress.total.ready  # this batch is counted already
         torch.manual_seed(step_seed(self.seed, batch_number, trainer.global_rank))  # CPU and every CUDA generator
@@ -69,7 +79,8 @@ class Interruptions:
         if not self.received:
             self.received = signum
             log.warning(
-                "rank %d: received %s; stopping after the current optimisation step", self._rank,
+                "rank %d: received %s; stopping after the current optimisation step",
+                self._rank,
                 signal.Signals(signum).name,
             )
 
