@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -64,6 +66,13 @@ class DataSection:
     mix_shards: int = 4
     cache_decoded: bool = False  # keep decoded samples in memory (small datasets, num_workers 0)
     vocab_file: str | None = None
+    mode: str = "indexed"  # indexed (wids, random access, exact resume) | stream (webdataset pipeline, training)
+    cache_dir: str | None = None  # local cache of remote shards (indexed mode); default $RSAM_CACHE_DIR or ~/.cache
+    cache_limit_gb: float | None = None  # bound of that cache (least recently used shards are deleted); None: none
+    on_error: str = "raise"  # bad data at training time: raise (name shard and key) | skip (drop, count, log)
+    max_skip_fraction: float = 0.01  # with skip: stop when more than this share of an epoch's samples is bad
+    verify: str = "size"  # start-up shard check: size (exists, indexed size) | sha256 (also hashes) | none
+    shuffle_buffer: int = 1000  # stream mode: sample shuffle buffer per worker
 
 
 @dataclass
@@ -91,14 +100,14 @@ class TrainerSection:
     max_steps: int = -1
     max_time: str | None = None  # "DD:HH:MM:SS", a safety stop
     check_val_every_n_epoch: int | None = 1
-    val_check_interval: float | None = None
+    val_check_interval: int | float | None = None  # an int: every that many batches; a float in (0, 1]: a fraction
     log_every_n_steps: int = 10
     sync_batchnorm: bool = False
     gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
-    limit_train_batches: float | None = None
-    limit_val_batches: float | None = None
-    limit_test_batches: float | None = None
+    limit_train_batches: int | float | None = None  # an int: that many batches; a float in [0, 1]: that fraction
+    limit_val_batches: int | float | None = None
+    limit_test_batches: int | float | None = None
     num_sanity_val_steps: int = 2
     deterministic: bool = False
     enable_progress_bar: bool = True
@@ -123,7 +132,7 @@ class CheckpointSection:
     monitor: str = "val/oIoU"  # the official selection: best validation oIoU
     mode: str = "max"
     save_top_k: int = 1
-    save_last: bool = True
+    save_last: bool = True  # must stay true: interruptions and failures save last.ckpt (exact resume)
     dirpath: str | None = None  # default: <default_root_dir>/checkpoints
 
 
@@ -341,6 +350,123 @@ def _check_deepspeed(recipe: DictConfig) -> None:
             _fail(f"deepspeed.{key}", f"must be >= 1, got {ds[key]}")
 
 
+def _is_local_location(location: str) -> bool:
+    return not location.startswith("pipe:") and urlparse(location).scheme == ""
+
+
+def _check_data_io(data: DictConfig) -> None:
+    """The data source, cache and bad-data options (docs/shards.md)."""
+    choices = {"mode": ("indexed", "stream"), "on_error": ("raise", "skip"), "verify": ("size", "sha256", "none")}
+    for key, allowed in choices.items():
+        if data[key] not in allowed:
+            _fail(f"data.{key}", f"must be one of {allowed}, got {data[key]!r}")
+    if not 0 <= data.max_skip_fraction < 1:
+        _fail("data.max_skip_fraction", f"must be in [0, 1), got {data.max_skip_fraction}")
+    if data.cache_limit_gb is not None and data.cache_limit_gb <= 0:
+        _fail("data.cache_limit_gb", f"must be > 0 (or null for no bound), got {data.cache_limit_gb}")
+    if data.shuffle_buffer < 1:
+        _fail("data.shuffle_buffer", f"must be >= 1, got {data.shuffle_buffer}")
+    if data.mode == "stream" and data.cache_decoded:
+        _fail("data.cache_decoded", "does not apply to data.mode=stream (nothing is read twice)")
+    for i, location in enumerate(data.dirs):
+        if location.startswith("pipe:") and "{name}" not in location:
+            _fail(f"data.dirs[{i}]", f"{location!r}: a pipe: location needs {{name}} where the file name goes")
+
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PRECISIONS = ("64-true", "32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64", "32", "16", "bf16")
+MAX_TIME = re.compile(r"\d+:\d{2}:\d{2}:\d{2}")
+
+
+def _check_batch_limit(key: str, value) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or value < 0 or (isinstance(value, float) and value > 1):
+        _fail(key, f"an int >= 0 (batches) or a float in [0, 1] (a fraction), got {value}")
+
+
+def _check_devices(devices) -> None:
+    if isinstance(devices, int):
+        if devices < 1 and devices != -1:
+            _fail("trainer.devices", f"a device count >= 1, -1 (all) or 'auto', got {devices}")
+        return
+    text = str(devices).strip()
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if text != "auto" and not (items and all(item.lstrip("-").isdigit() for item in items)):
+        _fail("trainer.devices", f"a device count, a list of indices ('0,1') or 'auto', got {devices!r}")
+    if len(items) == 1 and items[0].lstrip("-").isdigit() and int(items[0]) < 1 and int(items[0]) != -1:
+        _fail("trainer.devices", f"a device count >= 1, -1 (all) or 'auto', got {devices!r}")
+
+
+def _check_hardware(accelerator: str) -> None:
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        _fail("trainer.accelerator", f"{accelerator!r}, but this machine has no CUDA GPU (use cpu or auto)")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        _fail("trainer.accelerator", "'mps', but MPS is not available on this machine (use cpu or auto)")
+
+
+def _check_trainer(recipe: DictConfig, check_files: bool) -> None:
+    """Lightning's settings, checked before any work (Lightning itself finds some only after the model is built,
+    or after the last step)."""
+    trainer = recipe.trainer
+    if trainer.accelerator not in ACCELERATORS:
+        _fail("trainer.accelerator", f"must be one of {ACCELERATORS}, got {trainer.accelerator!r}")
+    if check_files:
+        _check_hardware(trainer.accelerator)
+    _check_devices(trainer.devices)
+    if str(trainer.precision) not in PRECISIONS:
+        _fail("trainer.precision", f"must be one of {PRECISIONS}, got {trainer.precision!r}")
+    for key, minimum in (
+        ("num_nodes", 1),
+        ("accumulate_grad_batches", 1),
+        ("log_every_n_steps", 1),
+        ("num_sanity_val_steps", -1),
+    ):
+        if trainer[key] < minimum:
+            _fail(f"trainer.{key}", f"must be >= {minimum}, got {trainer[key]}")
+    if trainer.max_steps < -1 or trainer.max_steps == 0:
+        _fail("trainer.max_steps", f"must be >= 1 (or -1: use trainer.max_epochs), got {trainer.max_steps}")
+    if trainer.max_epochs is not None and (trainer.max_epochs < -1 or trainer.max_epochs == 0):
+        _fail("trainer.max_epochs", f"must be >= 1 (or -1 / null: use trainer.max_steps), got {trainer.max_epochs}")
+    if trainer.max_time is not None and not MAX_TIME.fullmatch(str(trainer.max_time)):
+        _fail("trainer.max_time", f"'DD:HH:MM:SS' (e.g. 00:12:00:00), got {trainer.max_time!r}")
+    if trainer.check_val_every_n_epoch is not None and trainer.check_val_every_n_epoch < 1:
+        _fail("trainer.check_val_every_n_epoch", f"must be >= 1 or null, got {trainer.check_val_every_n_epoch}")
+    interval = trainer.val_check_interval
+    if interval is not None and (interval <= 0 or (isinstance(interval, float) and interval > 1)):
+        _fail("trainer.val_check_interval", f"an int >= 1 (batches) or a float in (0, 1], got {interval}")
+    if trainer.gradient_clip_val is not None and trainer.gradient_clip_val < 0:
+        _fail("trainer.gradient_clip_val", f"must be >= 0, got {trainer.gradient_clip_val}")
+    for split in ("train", "val", "test"):
+        _check_batch_limit(f"trainer.limit_{split}_batches", trainer[f"limit_{split}_batches"])
+
+
+def _check_optim(optim: DictConfig) -> None:
+    if len(optim.betas) != 2 or not all(0 <= beta < 1 for beta in optim.betas):
+        _fail("optim.betas", f"two values in [0, 1) (AdamW's beta1, beta2), got {list(optim.betas)}")
+    if optim.eps <= 0:
+        _fail("optim.eps", f"must be > 0, got {optim.eps}")
+    if optim.poly_power < 0:
+        _fail("optim.poly_power", f"must be >= 0 (0: a constant rate; the paper's 0.9), got {optim.poly_power}")
+    if optim.dice_smooth < 0:
+        _fail("optim.dice_smooth", f"must be >= 0, got {optim.dice_smooth}")
+    if any(weight < 0 for weight in optim.class_weights):
+        _fail("optim.class_weights", f"must be >= 0, got {list(optim.class_weights)}")
+
+
+def _check_checkpoint(checkpoint: DictConfig) -> None:
+    if checkpoint.mode not in ("max", "min"):
+        _fail("checkpoint.mode", f"must be 'max' or 'min', got {checkpoint.mode!r}")
+    if checkpoint.save_top_k < -1:
+        _fail("checkpoint.save_top_k", f"must be >= 0, or -1 (keep every checkpoint), got {checkpoint.save_top_k}")
+    if not checkpoint.save_last:
+        _fail("checkpoint.save_last", "must be true: interruptions and failures save last.ckpt, resumes read it")
+    if not checkpoint.monitor:
+        _fail("checkpoint.monitor", "a logged metric is needed (the official selection: val/oIoU)")
+
+
 def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
     """Cross-field rules (the schema already checked keys and types)."""
     cfg = _check_model(recipe)
@@ -366,6 +492,7 @@ def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
         _fail("data.dirs", "at least one dataset folder is needed")
     if data.cache_decoded and data.num_workers > 0:
         _fail("data.cache_decoded", "needs data.num_workers=0 (a worker's cache dies with the worker each epoch)")
+    _check_data_io(data)
     if trainer.max_steps in (-1, None) and trainer.max_epochs in (-1, None):
         _fail("trainer.max_steps", "set trainer.max_steps or trainer.max_epochs: the poly schedule needs a length")
     on_cpu = trainer.accelerator == "cpu"
@@ -383,8 +510,9 @@ def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
         _fail("init.text_encoder", "init.weights already holds the text encoder; set only one of the two")
     if recipe.init.weights and recipe.init.backbone:
         _fail("init.backbone", "init.weights already holds the backbone; set only one of the two")
-    if recipe.checkpoint.mode not in ("max", "min"):
-        _fail("checkpoint.mode", f"must be 'max' or 'min', got {recipe.checkpoint.mode!r}")
+    _check_trainer(recipe, check_files)
+    _check_optim(optim)
+    _check_checkpoint(recipe.checkpoint)
     if recipe.wandb.mode not in WANDB_MODES:
         _fail("wandb.mode", f"must be one of {WANDB_MODES}, got {recipe.wandb.mode!r}")
     if recipe.wandb.panel_samples < 0:
@@ -395,7 +523,7 @@ def check_recipe(recipe: DictConfig, *, check_files: bool = True) -> None:
             if value and value != MINILM and not Path(value).exists():
                 _fail(key, f"{value} does not exist")
         for i, folder in enumerate(data.dirs):
-            if not (Path(folder) / "index.json").is_file():
+            if _is_local_location(folder) and "{" not in folder and not (Path(folder) / "index.json").is_file():
                 _fail(
                     f"data.dirs[{i}]",
                     f"{folder} holds no shard dataset (index.json); build one with `rsam data "

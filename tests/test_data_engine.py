@@ -265,3 +265,43 @@ def test_reencode_on_request_only(tmp_path, capsys):
     assert json.loads(converted["json"])["reencoded"] == "jpg"
     with Image.open(io.BytesIO(converted["jpg"])) as image:
         assert image.format == "JPEG" and image.size == (W, H)
+
+
+def test_duplicate_ids_and_orphan_annotations_are_rejects_that_reconcile(tmp_path):
+    """Issue 13, case 12: a duplicated image id (both images), a duplicated annotation id (its image) and an annotation
+    on an unknown image id are each a reject with a reason; every image and annotation record is accounted for."""
+    instances, images = _write_coco(tmp_path, extra_images=4)  # images 1..5
+    coco = json.loads(instances.read_text())
+    coco["images"][4]["id"] = 4  # img4.png reuses img3.png's id 4
+    coco["annotations"] += [
+        {"id": 20, "image_id": 2, "category_id": 1, "bbox": [2, 2, 10, 8]},
+        {"id": 21, "image_id": 3, "category_id": 1, "bbox": [2, 2, 10, 8]},
+        {"id": 21, "image_id": 3, "category_id": 1, "bbox": [2, 2, 10, 8]},  # the same ship listed twice
+        {"id": 30, "image_id": 4, "category_id": 3, "bbox": [2, 2, 10, 8]},
+        {"id": 40, "image_id": 99, "category_id": 1, "bbox": [2, 2, 10, 8]},  # no image 99
+    ]
+    instances.write_text(json.dumps(coco))
+    engine = CocoEngine(instances, images, EngineOptions(zero_per_image=0))
+    report = convert(engine.spec(), tmp_path / "out", on_error="skip")
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    reasons = {reject["input"]: reject["reason"] for reject in rejects}
+    assert sorted(reasons) == [
+        "annotation 40 (image_id 99)",
+        "image 3 (img2.png)",
+        "image 4 (img3.png)",
+        "image 4 (img4.png)",
+    ]
+    assert "image id 4 is used by 2 images (img3.png, img4.png)" in reasons["image 4 (img3.png)"]
+    assert "image id 4 is used by 2 images" in reasons["image 4 (img4.png)"]
+    assert "annotation id 21 appears 2 times" in reasons["image 3 (img2.png)"]
+    assert "image_id 99 is not in the instances' images" in reasons["annotation 40 (image_id 99)"]
+    # every input record reconciles: 5 image entries + 1 orphan annotation = written + rejected
+    assert (report["inputs"], report["written"], report["rejected"], report["reconciled"]) == (6, 2, 4, True)
+    records = [record for record, _ in _read(tmp_path / "out").values()]
+    written_images = {record["image_id"] for record in records}
+    assert written_images == {1, 2}
+    rejected_images = {3, 4}
+    for ann in coco["annotations"]:  # each annotation: in a written image's records, in a rejected image, or rejected
+        written = any(ann["id"] in record["ann_ids"] for record in records)
+        assert written or ann["image_id"] in rejected_images or f"annotation {ann['id']} (image_id 99)" in reasons
+        assert written == (ann["image_id"] in written_images)

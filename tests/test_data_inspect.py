@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.shard_utils import member_span, read_samples
 from PIL import Image
 
 from rsam.cli.main import main as rsam_main
-from rsam.data.reader import CorruptShardError, ShardReader, ShardSamples
+from rsam.data.reader import CorruptShardError, IndexedShards, open_shard
 from rsam.data.shards import split_shards
 from rsam.data.synthetic import write_synthetic_dataset
 
@@ -23,16 +24,18 @@ def dataset(tmp_path):
 def test_wids_reads_our_index_and_shards_identically(dataset, tmp_path):
     import wids
 
-    ours = ShardSamples(split_shards(dataset, "val"))
-    theirs = wids.ShardListDataset(
+    ours = IndexedShards([dict(s, url=s["path"]) for s in split_shards(dataset, "val")])
+    theirs = wids.ShardListDataset(  # wids on its own, from the split's descriptor
         str(dataset / "val.index.json"), cache_dir=str(tmp_path / "wids_cache"), transformations=lambda sample: sample
     )
+    reference = read_samples(dataset)  # the standard library's tarfile
     assert len(theirs) == len(ours) == 8
     for index in range(len(ours)):
         a, b = ours.raw(index), theirs[index]
-        assert a["__key__"] == b["__key__"]
+        assert a["__key__"] == b["__key__"] == f"syn-{index + 7:08d}"
         for suffix in ("png", "mask.png", "json"):
             payload = b["." + suffix]
+            assert a[suffix] == reference[a["__key__"]][suffix]
             assert a[suffix] == (payload.getvalue() if hasattr(payload, "getvalue") else payload)
 
 
@@ -53,10 +56,8 @@ def test_summary_counts_and_contact_sheet(dataset, tmp_path, capsys):
 
 def test_verify_names_a_corrupt_member(dataset, capsys):
     shard = dataset / "val-000001.tar"
-    reader = ShardReader(str(shard))
-    key, members = reader.samples[2]
-    offset, size = members["png"]
-    reader.close()
+    key = "syn-00000011"  # train holds 0-6, val-000000 7-8, so position 2 of val-000001
+    offset, size = member_span(shard, f"{key}.png")
     data = bytearray(shard.read_bytes())
     data[offset + 20 : offset + size] = b"\0" * (size - 20)  # same length, garbage pixels
     shard.write_bytes(bytes(data))
@@ -71,4 +72,4 @@ def test_reader_rejects_a_corrupt_header(dataset):
     data[124:136] = b"99999999999\0"  # member size no longer matches the header checksum
     shard.write_bytes(bytes(data))
     with pytest.raises(CorruptShardError, match="train-000000.tar: corrupt tar header"):
-        ShardReader(str(shard))
+        open_shard(str(shard))

@@ -81,4 +81,5 @@ def test_the_trainer_gets_the_recipe_strategy(strategy, expected, tmp_path):
         assert trainer.strategy.config["zero_optimization"]["stage"] == 3
         assert trainer.strategy._process_group_backend == "gloo"
     names = {type(c).__name__ for c in trainer.callbacks}
-    assert {"StepSeeding", "PreemptionCheckpoint", "ModelCheckpoint"} <= names
+    assert {"StepSeeding", "RunFolderLock", "RunCheckpoint"} <= names
+    assert type(trainer.strategy.checkpoint_io).__name__ == "AtomicCheckpointIO"  # atomic writes with both strategies

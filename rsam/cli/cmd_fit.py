@@ -8,7 +8,6 @@ import logging
 from rsam.cli._lightning import add_recipe_arguments, finish, start
 
 log = logging.getLogger(__name__)
-STOPPED_BY_SIGTERM = 143  # 128 + SIGTERM, the shell's code for a process ended by SIGTERM
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -26,20 +25,32 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    import signal
+
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from rsam.lit.checkpointing import CheckpointError, release_run_lock
+
     session = start("fit", args, fitting=True)
+    trainer = session.trainer
+    callback = trainer.checkpoint_callback
     try:
         # resumed checkpoints are read with weights-only unpickling (no code in a checkpoint can run)
-        session.trainer.fit(
-            session.module, datamodule=session.datamodule, ckpt_path=session.ckpt_path, weights_only=True
-        )
-    except SIGTERMException:  # last.ckpt was written (rsam.lit.resume.PreemptionCheckpoint); not a finished run
+        trainer.fit(session.module, datamodule=session.datamodule, ckpt_path=session.ckpt_path, weights_only=True)
+    except SIGTERMException:  # every rank stopped after the same step and last.ckpt holds it (RunCheckpoint)
+        signum = callback.stopped_by or signal.SIGTERM
         log.warning(
-            "stopped by SIGTERM after step %d; resume with --ckpt_path last (or auto)", session.trainer.global_step
+            "stopped by %s after step %d; resume with --ckpt_path last (or auto)",
+            signal.Signals(signum).name,
+            trainer.global_step,
         )
-        return STOPPED_BY_SIGTERM
-    callback = session.trainer.checkpoint_callback
+        return 128 + signum  # the shell's code for a process ended by that signal (143 for SIGTERM)
+    except CheckpointError:  # a full disk, or a run folder in use: one line, from rank 0 only
+        if not trainer.is_global_zero:
+            return 2
+        raise
+    finally:
+        release_run_lock(trainer)
     best_score = callback.best_model_score
     return finish(
         session,

@@ -15,7 +15,9 @@ Optionally a scorer (:mod:`rsam.data.filtering`) drops triplets whose mask regio
 Annotations without a segmentation (or with an empty list) use their box as the mask, and the record says
 ``mask_type: "box"``. Instance masks follow COCO ``annToMask`` (``union`` of parts) unless told otherwise. Crowd
 annotations join the one-to-many union but make one-to-one rules for their category unsafe, so those are skipped.
-A bad annotation rejects its whole image (its one-to-many/zero triplets would be wrong without it).
+A bad annotation rejects its whole image (its one-to-many/zero triplets would be wrong without it). So does an image
+id used by two images or an annotation id used twice (which image, which instance, is ambiguous); an annotation whose
+image id names no image is a reject of its own, so ``inputs == written + rejected`` counts every input record.
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ class CocoEngine:
 
     @cached_property
     def images_by_id(self) -> dict:
-        return {img["id"]: img for img in self.coco.get("images", [])}
+        return {img.get("id"): img for img in self.coco.get("images", [])}
 
     @cached_property
     def annotations(self) -> dict[object, list[dict]]:
@@ -156,14 +158,45 @@ class CocoEngine:
             by_image.setdefault(ann.get("image_id"), []).append(ann)
         return by_image
 
+    @cached_property
+    def _image_id_uses(self) -> Counter:
+        return Counter(img.get("id") for img in self.coco.get("images", []))
+
+    @cached_property
+    def _annotation_id_uses(self) -> Counter:
+        return Counter(ann["id"] for ann in self.coco.get("annotations", []) if ann.get("id") is not None)
+
     # ---- jobs -------------------------------------------------------------------------------------------------
     def jobs(self) -> dict[str, list[Job]]:
+        """One job per entry of ``images`` (a duplicated image id gives one job, and one reject, per entry) and one
+        per annotation whose ``image_id`` names no image (always a reject), so that the counts reconcile over every
+        input record: an annotation is written or rejected with its image, or rejected on its own."""
         by_split: dict[str, list[Job]] = {}
-        for image_id in sorted(self.images_by_id, key=lambda value: (str(type(value)), value)):
-            image = self.images_by_id[image_id]
-            name = f"image {image_id} ({image.get('file_name')})"
-            by_split.setdefault(split_of(image, self.options), []).append(Job(name, image_id))
+        images = self.coco.get("images", [])
+        order = sorted(range(len(images)), key=lambda i: (str(type(images[i].get("id"))), images[i].get("id"), i))
+        for position in order:
+            image = images[position]
+            name = f"image {image.get('id')} ({image.get('file_name')})"
+            by_split.setdefault(split_of(image, self.options), []).append(Job(name, position))
+        for index, ann in enumerate(self.coco.get("annotations", [])):
+            if ann.get("image_id") not in self._image_id_uses:
+                name = f"annotation {ann.get('id')} (image_id {ann.get('image_id')!r})"
+                by_split.setdefault(self.options.split, []).append(Job(name, ("orphan", index)))
         return by_split
+
+    def _check_ids(self, image: dict, sample: str) -> None:
+        """A duplicated image id or annotation id makes the image's annotations ambiguous: the image is rejected."""
+        image_id = image.get("id")
+        if self._image_id_uses[image_id] > 1:
+            files = [img.get("file_name") for img in self.coco.get("images", []) if img.get("id") == image_id]
+            raise SampleError(
+                f"{sample}: image id {image_id!r} is used by {len(files)} images ({', '.join(map(str, files))}); "
+                "their annotations cannot be told apart"
+            )
+        for ann in self.annotations.get(image_id, []):
+            uses = self._annotation_id_uses[ann.get("id")] if ann.get("id") is not None else 1
+            if uses > 1:
+                raise SampleError(f"{sample}: annotation id {ann.get('id')!r} appears {uses} times in the annotations")
 
     # ---- per image --------------------------------------------------------------------------------------------
     @lru_cache(maxsize=4)
@@ -250,8 +283,12 @@ class CocoEngine:
         return drafts
 
     def materialize(self, job: Job) -> JobOutput:
-        image_id = job.payload
-        image = self.images_by_id[image_id]
+        if isinstance(job.payload, tuple):  # an annotation whose image_id names no image
+            ann = self.coco["annotations"][job.payload[1]]
+            raise SampleError(f"{job.name}: its image_id {ann.get('image_id')!r} is not in the instances' images")
+        image = self.coco["images"][job.payload]
+        image_id = image.get("id")
+        self._check_ids(image, job.name)
         info, rgb = self._load(image_id)
         found = self._annotations(image_id, info, rgb, job.name)
         out = JobOutput()

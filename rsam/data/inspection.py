@@ -14,26 +14,19 @@ from tqdm.auto import tqdm
 
 from rsam.data.reader import (
     CorruptShardError,
-    ShardReader,
-    ShardSamples,
+    IndexedShards,
+    open_shard,
+    raw_members,
     sample_image_bytes,
     sample_mask,
     sample_record,
 )
-from rsam.data.records import RECORD_SUFFIX
 from rsam.data.shards import load_dataset_index, sha256_file, split_shards
 
 log = logging.getLogger(__name__)
 
 TILE = 256
 TEXT_LINES = 3
-
-
-def _record_only(reader: ShardReader, position: int) -> dict:
-    key, members = reader.samples[position]
-    if RECORD_SUFFIX not in members:
-        raise CorruptShardError(f"{reader.path}:{key}: no record")
-    return sample_record({RECORD_SUFFIX: reader[position][RECORD_SUFFIX], "__key__": key, "__shard__": reader.path})
 
 
 def _verify_sample(sample: dict) -> None:
@@ -55,8 +48,13 @@ def summarize(folder: str | Path, *, verify: bool = False) -> dict:
     sha256 and decodes every sample, listing problems under ``problems``."""
     folder = Path(folder)
     index = load_dataset_index(folder)
-    summary = {"name": index["name"], "converter": index["converter"], "licences": index.get("licences", []),
-               "splits": {}, "problems": []}
+    summary = {
+        "name": index["name"],
+        "converter": index["converter"],
+        "licences": index.get("licences", []),
+        "splits": {},
+        "problems": [],
+    }
     totals = Counter()
     for split in sorted(index["splits"]):
         kinds, sources, licences = Counter(), Counter(), Counter()
@@ -65,22 +63,27 @@ def summarize(folder: str | Path, *, verify: bool = False) -> dict:
             try:
                 if verify and sha256_file(Path(shard["path"])) != shard["sha256"]:
                     raise CorruptShardError(f"{shard['path']}: sha256 differs from the index")
-                reader = ShardReader(shard["path"])
-                for position in range(len(reader)):
-                    if verify:
-                        sample = dict(reader[position], __shard__=reader.path)
-                        _verify_sample(sample)
-                    record = _record_only(reader, position)
-                    kinds[record.get("kind")] += 1
-                    sources[record.get("source")] += 1
-                    licences[record.get("licence")] += 1
-                reader.close()
+                reader = open_shard(shard["path"], nsamples=shard["nsamples"])  # wids.IndexedTarSamples
+                try:
+                    for position in range(len(reader)):
+                        sample = dict(raw_members(reader[position]), __shard__=shard["path"])
+                        if verify:
+                            _verify_sample(sample)
+                        record = sample_record(sample)
+                        kinds[record.get("kind")] += 1
+                        sources[record.get("source")] += 1
+                        licences[record.get("licence")] += 1
+                finally:
+                    reader.close()
             except CorruptShardError as err:
                 summary["problems"].append(str(err))
         nbytes = sum(shard["filesize"] for shard in shards)
         summary["splits"][split] = {
-            "samples": sum(shard["nsamples"] for shard in shards), "shards": len(shards), "bytes": nbytes,
-            "kinds": dict(sorted(kinds.items())), "sources": dict(sorted(sources.items())),
+            "samples": sum(shard["nsamples"] for shard in shards),
+            "shards": len(shards),
+            "bytes": nbytes,
+            "kinds": dict(sorted(kinds.items())),
+            "sources": dict(sorted(sources.items())),
             "licences": dict(sorted(licences.items())),
         }
         totals.update({"samples": summary["splits"][split]["samples"], "shards": len(shards), "bytes": nbytes})
@@ -107,12 +110,13 @@ def _tile(sample: dict, font) -> Image.Image:
     return canvas
 
 
-def contact_sheet(folder: str | Path, out_png: str | Path, *, split: str | None = None, count: int = 16,
-                  columns: int = 4) -> Path:
+def contact_sheet(
+    folder: str | Path, out_png: str | Path, *, split: str | None = None, count: int = 16, columns: int = 4
+) -> Path:
     """A PNG grid of ``count`` samples (evenly spaced over the split) with their masks in red and their texts."""
     index = load_dataset_index(folder)
     split = split or sorted(index["splits"])[0]
-    dataset = ShardSamples(split_shards(folder, split))
+    dataset = IndexedShards([dict(shard, url=shard["path"]) for shard in split_shards(folder, split)])
     picks = np.unique(np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).astype(int))
     font = ImageFont.load_default()
     tiles = [_tile(dataset.raw(int(i)), font) for i in picks]

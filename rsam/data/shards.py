@@ -81,16 +81,21 @@ def write_split_index(out_dir: Path, dataset_name: str, split: str, shards: list
     return path
 
 
+def check_dataset_index(index: dict, where: str) -> None:
+    """Refuse an ``index.json`` payload of another format or version (``where`` names it in the error)."""
+    if not isinstance(index, dict) or index.get("format") != FORMAT_NAME:
+        raise ValueError(f"{where}: not an rsam shard index (format {getattr(index, 'get', dict().get)('format')!r})")
+    if index.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{where}: unsupported format version {index.get('version')!r} (expected {FORMAT_VERSION})")
+
+
 def load_dataset_index(folder: str | os.PathLike) -> dict:
-    """Read ``index.json`` of a dataset folder; ``FileNotFoundError`` names an incomplete or missing dataset."""
+    """Read ``index.json`` of a local dataset folder; ``FileNotFoundError`` names an incomplete or missing dataset."""
     path = Path(folder) / DATASET_INDEX
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a (complete) rsam shard dataset; build it with `rsam data ...`")
     index = json.loads(path.read_text(encoding="utf-8"))
-    if index.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: not an rsam shard index (format {index.get('format')!r})")
-    if index.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported format version {index.get('version')!r} (expected {FORMAT_VERSION})")
+    check_dataset_index(index, str(path))
     return index
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from rsam.lit.module import RemoteSAMModule
@@ -69,38 +68,43 @@ def _newest_file_time(path: Path) -> float:
 
 
 def resume_candidates(recipe: DictConfig) -> list[Path]:
-    """Checkpoints a restarted job can resume from: ``<checkpoints>/last.ckpt`` and Lightning's Slurm requeue
-    checkpoints ``<default_root_dir>/hpc_ckpt_N.ckpt``, oldest first."""
-    found = [checkpoint_dir(recipe) / "last.ckpt", *run_dir(recipe).glob("hpc_ckpt_*.ckpt")]
+    """Checkpoints a restarted job can resume from, oldest first: ``<checkpoints>/last.ckpt``, the best-by-monitor
+    ``best-*.ckpt`` and Lightning's Slurm requeue checkpoints ``<default_root_dir>/hpc_ckpt_N.ckpt``."""
+    folder = checkpoint_dir(recipe)
+    found = [folder / "last.ckpt", *folder.glob("best-*.ckpt"), *run_dir(recipe).glob("hpc_ckpt_*.ckpt")]
     return sorted((p for p in found if p.exists()), key=_newest_file_time)
 
 
 def resolve_ckpt_path(recipe: DictConfig, ckpt_path: str | None) -> str | None:
-    """``last`` -> ``<checkpoints>/last.ckpt``, ``best`` -> the newest ``best-*.ckpt``, ``auto`` -> the newest of
-    last.ckpt and the Slurm requeue checkpoints (``hpc_ckpt_N.ckpt``), or None (a fresh start) when there is none;
-    a path must exist."""
+    """``last`` -> ``<checkpoints>/last.ckpt``; ``best`` -> the newest readable ``best-*.ckpt``; ``auto`` -> the
+    newest readable of last.ckpt, best-*.ckpt and the Slurm requeue checkpoints (``hpc_ckpt_N.ckpt``), each
+    unreadable one skipped with its reason, or None (a fresh start) when there is none; a path must exist.
+    A checkpoint that cannot be read raises :class:`rsam.lit.checkpointing.CheckpointError` naming it."""
+    from rsam.lit.checkpointing import CheckpointError, checkpoint_problem, newest_readable, require_readable
+
     if ckpt_path in (None, ""):
         return None
     folder = checkpoint_dir(recipe)
-    if ckpt_path == "auto":
-        candidates = resume_candidates(recipe)
+    option = f"--ckpt_path {ckpt_path}"
+    if ckpt_path in ("auto", "best"):
+        candidates = resume_candidates(recipe) if ckpt_path == "auto" else sorted(folder.glob("best-*.ckpt"))
+        candidates = sorted(candidates, key=_newest_file_time)
         if not candidates:
+            if ckpt_path == "best":
+                raise FileNotFoundError(f"no best-*.ckpt in {folder}")
             log.info("--ckpt_path auto: no checkpoint in %s or %s; starting fresh", folder, run_dir(recipe))
             return None
-        log.info("--ckpt_path auto: resuming from %s", candidates[-1])
-        return str(candidates[-1])
-    if ckpt_path == "last":
-        path = folder / "last.ckpt"
-    elif ckpt_path == "best":
-        found = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise FileNotFoundError(f"no best-*.ckpt in {folder}")
-        path = found[-1]
-    else:
-        path = Path(ckpt_path)
+        chosen = newest_readable(candidates, option)
+        if chosen is None:
+            raise CheckpointError(
+                f"{option}: no readable checkpoint; the newest, {candidates[-1]}: {checkpoint_problem(candidates[-1])}"
+            )
+        log.info("%s: resuming from %s", option, chosen)
+        return str(chosen)
+    path = folder / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    return str(path)
+    return require_readable(path, option)
 
 
 def wandb_active(recipe: DictConfig, use_wandb: bool) -> bool:
@@ -134,25 +138,27 @@ def build_loggers(recipe: DictConfig, use_wandb: bool) -> list:
 
 
 def build_callbacks(recipe: DictConfig, use_wandb: bool, fitting: bool) -> list[pl.Callback]:
-    """Fitting: best-by-monitor + last checkpoints, per-step reseeding and a last.ckpt on SIGTERM (exact resume)."""
-    from rsam.lit.resume import PreemptionCheckpoint, StepSeeding
+    """Fitting: the run-folder lock, per-step reseeding, and best-by-monitor + last checkpoints that also stop the run
+    at a step boundary on SIGTERM/SIGINT/SIGUSR1 and save on any exception (exact resume)."""
+    from rsam.lit.checkpointing import RunCheckpoint, RunFolderLock
+    from rsam.lit.resume import Interruptions, StepSeeding
 
     callbacks: list[pl.Callback] = []
     if fitting:
         ckpt = recipe.checkpoint
+        callbacks.append(RunFolderLock(run_dir(recipe), checkpoint_dir(recipe)))
+        callbacks.append(StepSeeding(recipe.seed))
         callbacks.append(
-            ModelCheckpoint(
+            RunCheckpoint(
                 dirpath=str(checkpoint_dir(recipe)),
                 filename=BEST_FILENAME,
                 monitor=ckpt.monitor,
                 mode=ckpt.mode,
                 save_top_k=ckpt.save_top_k,
-                save_last=ckpt.save_last,
                 auto_insert_metric_name=False,
+                interruptions=Interruptions(),
             )
         )
-        callbacks.append(StepSeeding(recipe.seed))
-        callbacks.append(PreemptionCheckpoint(checkpoint_dir(recipe) / "last.ckpt"))
     if wandb_active(recipe, use_wandb) and recipe.wandb.panel_samples > 0:
         callbacks.append(OverlayPanel(recipe.wandb.panel_samples))
     return callbacks
@@ -184,9 +190,14 @@ def build_trainer(recipe: DictConfig, *, use_wandb: bool = True, fitting: bool =
     options = OmegaConf.to_container(recipe.trainer)
     options["strategy"] = _strategy(recipe)
     options = {key: value for key, value in options.items() if value is not None}
+    from rsam.lit.checkpointing import AtomicCheckpointIO
+
     options.update(overrides)
     return pl.Trainer(
-        logger=build_loggers(recipe, use_wandb), callbacks=build_callbacks(recipe, use_wandb, fitting), **options
+        logger=build_loggers(recipe, use_wandb),
+        callbacks=build_callbacks(recipe, use_wandb, fitting),
+        plugins=[AtomicCheckpointIO()],  # every checkpoint file written atomically (best, last, hpc_ckpt_N)
+        **options,
     )
 
 

@@ -32,9 +32,9 @@ class CachedShardDataModule(RemoteSAMShardDataModule):
         super().__init__(*args, **kwargs)
         self._cached: dict[str, DecodedCache] = {}
 
-    def dataset(self, split: str):
+    def dataset(self, split: str, *, train: bool = False):
         if split not in self._cached:
-            self._cached[split] = DecodedCache(super().dataset(split))
+            self._cached[split] = DecodedCache(super().dataset(split, train=train))
         return self._cached[split]
 
 
@@ -53,5 +53,12 @@ def build_datamodule(recipe: DictConfig, **overrides) -> RemoteSAMShardDataModul
         test_split=data.test_split,
         vocab_file=data.vocab_file,
         mix_shards=data.mix_shards,
+        mode=data.mode,
+        cache_dir=data.cache_dir,
+        cache_limit_gb=data.cache_limit_gb,
+        on_error=data.on_error,
+        max_skip_fraction=data.max_skip_fraction,
+        verify=data.verify,
+        shuffle_buffer=data.shuffle_buffer,
     )
     return klass(list(data.dirs), **{**options, **overrides})

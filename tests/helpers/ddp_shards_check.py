@@ -1,7 +1,7 @@
 """Distributed checks of the shard samplers, run as a subprocess by the tests (never under pytest itself).
 
-    python ddp_shards_check.py lightning OUT DATA_DIR         # Lightning DDP (2 CPU processes, gloo)
-    torchrun --nproc_per_node 2 ddp_shards_check.py plain OUT DATA_DIR TRAIN_PER_RANK
+    python ddp_shards_check.py lightning OUT DATA_DIR [MODE]  # Lightning DDP (2 CPU processes), MODE indexed|stream
+    torchrun --nproc_per_node 2 ddp_shards_check.py plain OUT DATA_DIR TRAIN_PER_RANK [MORE LOCATIONS ...]
 
 Each rank writes ``OUT/<mode>-rank<r>.json`` with what it saw; the test checks the union.
 """
@@ -25,47 +25,55 @@ def as_list(batch: list) -> list:
     return batch
 
 
-def run_plain(out: Path, data_dir: str, train_per_rank: int) -> None:
+def run_plain(out: Path, locations: list[str], train_per_rank: int) -> None:
+    """For each location (a folder or URL of the same dataset), one eval pass and one training epoch; each rank
+    writes ``plain-rank<r>.json`` holding one report per location."""
     import torch.distributed as dist
     from torch.utils.data import DataLoader
 
-    from rsam.data.reader import ShardSamples
+    from rsam.data.reader import IndexedShards
     from rsam.data.samplers import PaddedEvalSampler, ResampledShardSampler
-    from rsam.data.shards import split_shards
+    from rsam.data.sources import ShardCache, gather_shards
 
-    dist.init_process_group("gloo", timeout=timedelta(seconds=120))
+    dist.init_process_group("gloo", timeout=timedelta(seconds=300))
     rank, world = dist.get_rank(), dist.get_world_size()
-    dataset = ShardSamples(split_shards(data_dir, "val"), transform=key_and_valid)
-    loader = DataLoader(
-        dataset, batch_size=512, sampler=PaddedEvalSampler(len(dataset)), num_workers=2, collate_fn=as_list
-    )
-    valid_keys, padding = [], 0
-    for batch in loader:
-        for key, valid in batch:
-            if valid:
-                valid_keys.append(key)
-            else:
-                padding += 1
-    train = ResampledShardSampler(dataset.sizes, train_per_rank, seed=7)
-    train.set_epoch(1)
-    train_loader = DataLoader(dataset, batch_size=512, sampler=train, num_workers=2, collate_fn=as_list)
-    train_keys = [key for batch in train_loader for key, _ in batch]
-    counts = [None] * world
-    dist.all_gather_object(counts, {"valid": len(valid_keys), "padding": padding, "train": len(train_keys)})
-    report = {
-        "rank": rank,
-        "world": world,
-        "valid_keys": valid_keys,
-        "padding": padding,
-        "all_counts": counts,
-        "train_count": len(train_keys),
-        "train_head": train_keys[:50],
-    }
-    (out / f"plain-rank{rank}.json").write_text(json.dumps(report))
+    cache = ShardCache(out / "cache")  # shared by both ranks and their workers
+    reports = []
+    for location in locations:
+        dataset = IndexedShards(gather_shards(location, "val"), transform=key_and_valid, cache=cache)
+        loader = DataLoader(
+            dataset, batch_size=512, sampler=PaddedEvalSampler(len(dataset)), num_workers=2, collate_fn=as_list
+        )
+        valid_keys, padding = [], 0
+        for batch in loader:
+            for key, valid in batch:
+                if valid:
+                    valid_keys.append(key)
+                else:
+                    padding += 1
+        train = ResampledShardSampler(dataset.sizes, train_per_rank, seed=7)
+        train.set_epoch(1)
+        train_loader = DataLoader(dataset, batch_size=512, sampler=train, num_workers=2, collate_fn=as_list)
+        train_keys = [key for batch in train_loader for key, _ in batch]
+        counts = [None] * world
+        dist.all_gather_object(counts, {"valid": len(valid_keys), "padding": padding, "train": len(train_keys)})
+        reports.append(
+            {
+                "location": location,
+                "rank": rank,
+                "world": world,
+                "valid_keys": valid_keys,
+                "padding": padding,
+                "all_counts": counts,
+                "train_count": len(train_keys),
+                "train_head": train_keys[:50],
+            }
+        )
+    (out / f"plain-rank{rank}.json").write_text(json.dumps(reports))
     dist.destroy_process_group()
 
 
-def run_lightning(out: Path, data_dir: str) -> None:
+def run_lightning(out: Path, data_dir: str, mode: str = "indexed") -> None:
     import lightning.pytorch as pl
     from lightning.pytorch.strategies import DDPStrategy
 
@@ -96,7 +104,14 @@ def run_lightning(out: Path, data_dir: str) -> None:
             )
 
     datamodule = RemoteSAMShardDataModule(
-        data_dir, image_size=32, batch_size=3, num_workers=2, samples_per_rank=6, seed=3
+        data_dir,
+        image_size=32,
+        batch_size=3,
+        num_workers=2,
+        samples_per_rank=6,
+        seed=3,
+        mode=mode,
+        cache_dir=str(out / "cache"),
     )
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -118,6 +133,6 @@ if __name__ == "__main__":
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if mode == "plain":
-        run_plain(out_dir, data, int(sys.argv[4]))
+        run_plain(out_dir, [data, *sys.argv[5:]], int(sys.argv[4]))
     else:
-        run_lightning(out_dir, data)
+        run_lightning(out_dir, data, *sys.argv[4:5])

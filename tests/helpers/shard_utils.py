@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
-
-from rsam.data.reader import ShardReader
 
 REPO = Path(__file__).resolve().parents[2]
 HELPERS = Path(__file__).resolve().parent
 
 
 def read_samples(folder: Path) -> dict[str, dict]:
-    """``{key: {suffix: bytes}}`` of every sample in every ``*.tar`` of ``folder``, in shard order."""
+    """``{key: {suffix: bytes}}`` of every sample in every ``*.tar`` of ``folder``, in shard order (read with the
+    standard library's ``tarfile``, independently of the readers under test)."""
     samples = {}
     for tar in sorted(Path(folder).glob("*.tar")):
-        reader = ShardReader(str(tar))
-        for position in range(len(reader)):
-            sample = reader[position]
-            samples[sample["__key__"]] = sample
-        reader.close()
+        with tarfile.open(tar) as handle:
+            for member in handle.getmembers():
+                key, _, suffix = member.name.partition(".")
+                samples.setdefault(key, {"__key__": key})[suffix] = handle.extractfile(member).read()
     return samples
+
+
+def member_span(tar_path: Path, name: str) -> tuple[int, int]:
+    """(data offset, size) of member ``name`` in a tar file (standard library ``tarfile``)."""
+    with tarfile.open(tar_path) as handle:
+        member = handle.getmember(name)
+        return member.offset_data, member.size
 
 
 def subprocess_env() -> dict[str, str]:

@@ -1,0 +1,410 @@
+"""The checkpoint lifecycle of ``rsam fit``: every write atomic, one ``last.ckpt`` that always holds the newest state,
+checkpoints checked before they are resumed, and one live fit per run folder.
+
+- :class:`AtomicCheckpointIO` is the trainer's CheckpointIO plugin, so every file Lightning writes (``best-*.ckpt``,
+  ``last.ckpt``, the Slurm requeue checkpoint ``hpc_ckpt_N.ckpt``) goes to a temporary file in the same folder, is
+  fsynced and renamed over the old one. A failed write (a full disk, a kill) never leaves a partial file under the real
+  name: the temporary file is removed (or, after SIGKILL, by the next fit that takes the run folder) and the previous
+  checkpoint stays as it was. A full disk stops the run with one line (:class:`CheckpointWriteError`).
+- :class:`RunCheckpoint` is Lightning's ModelCheckpoint with its version counter off (``last.ckpt`` is rewritten in
+  place, never ``last-v1.ckpt``) that rewrites ``last.ckpt`` at every checkpoint point, also when the monitored metric
+  did not improve (Lightning 2.6 then keeps the old one) and at the end of training. It saves ``last.ckpt`` when the
+  ranks agree to stop on a signal
+  (:mod:`rsam.lit.resume`) and when an exception ends a fit (at the last completed step).
+- :func:`checkpoint_problem` says why a checkpoint cannot be read (torn, truncated, not a Lightning checkpoint) without
+  reading its tensors; ``--ckpt_path`` uses it to skip or name bad files in one line.
+- :class:`RunFolderLock` holds ``<run>/.rsam-fit.lock`` (pid, host, Slurm job) while a fit runs; a second fit into
+  the folder is refused, a lock left by a dead process (same host, or the same Slurm job requeued) is taken over with
+  a warning.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+import zipfile
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+TEMP_MARK = ".tmp-"  # ".<name>.tmp-<pid>": a checkpoint being written (or left by a killed writer)
+LOCK_NAME = ".rsam-fit.lock"
+REQUIRED_KEYS = ("state_dict", "global_step")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be written or read, or a run folder already in use; the message names the file."""
+
+
+class CheckpointWriteError(CheckpointError):
+    pass
+
+
+class RunFolderInUse(CheckpointError):
+    pass
+
+
+# ---- atomic writes ---------------------------------------------------------------------------------------------
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError behind ``err`` (torch's zip writer turns a failed ``write`` into a RuntimeError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_save(checkpoint: dict, path: str | Path) -> None:
+    """``torch.save`` to ``.<name>.tmp-<pid>`` next to ``path``, fsync, rename over ``path``, fsync the folder.
+
+    On any failure the temporary file is removed, ``path`` is untouched and :class:`CheckpointWriteError` names it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        cause = _os_error(err)
+        if cause is None:
+            raise
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CheckpointWriteError(f"no space left on the device to write checkpoint {path}; {kept}") from err
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {cause.strerror or cause}; {kept}") from err
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch CheckpointIO with :func:`atomic_save` in place of its copy-from-``$TMPDIR`` write."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options, got {storage_options}")
+        atomic_save(checkpoint, path)
+
+
+def remove_orphans(*folders: Path) -> list[Path]:
+    """Delete temporary checkpoint files left by a killed writer (call while holding the run folder's lock)."""
+    removed = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob(f".*{TEMP_MARK}*")):
+            if path.is_file() and path.name.rsplit(TEMP_MARK, 1)[-1].isdigit():
+                log.warning("removing %s, a checkpoint write that never finished (its process was killed)", path)
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+# ---- reading ---------------------------------------------------------------------------------------------------
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be resumed from (missing, empty, torn, not a Lightning checkpoint), or None.
+
+    A file is opened with the weights-only unpickler and memory-mapped, so its tensors are not read. A DeepSpeed
+    checkpoint folder needs its model-states file(s), each a complete torch zip archive."""
+    path = Path(path)
+    if not path.exists():
+        return "not found"
+    if path.is_dir():
+        states = sorted(path.glob("checkpoint/*model_states.pt"))
+        if not states:
+            return "a folder without DeepSpeed model states (checkpoint/*model_states.pt)"
+        for state in sorted(path.glob("checkpoint/*.pt")):
+            if not zipfile.is_zipfile(state):
+                return f"{state.name} is truncated or not a torch archive ({state.stat().st_size} bytes)"
+        return None
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes)"
+    if not zipfile.is_zipfile(path):
+        return f"truncated or not a torch checkpoint ({size} bytes, no zip directory at its end)"
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        return f"unreadable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    if not isinstance(content, dict) or any(key not in content for key in REQUIRED_KEYS):
+        return f"not a Lightning checkpoint (no {' / '.join(REQUIRED_KEYS)})"
+    return None
+
+
+def require_readable(path: str | Path, option: str) -> str:
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{option}: checkpoint {path}: {problem}")
+    return str(path)
+
+
+def newest_readable(candidates: list[Path], option: str) -> Path | None:
+    """The newest of ``candidates`` (oldest first) that can be read; each skipped one is logged with its reason."""
+    for path in reversed(candidates):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        log.warning("%s: skipping checkpoint %s: %s", option, path, problem)
+    return None
+
+
+# ---- the ModelCheckpoint of a fit ------------------------------------------------------------------------------
+class RunCheckpoint(ModelCheckpoint):
+    """Best-by-monitor checkpoints plus ``last.ckpt``, always rewritten under that name (atomically, through the
+    trainer's :class:`AtomicCheckpointIO`).
+
+    At every optimisation step it asks :class:`rsam.lit.resume.Interruptions` whether any rank got a stop signal
+    (one small all-reduce; Lightning runs checkpoint callbacks after all others, so test pauses run first); if so,
+    every rank saves ``last.ckpt`` here (and Lightning's requeue checkpoint on Slurm's requeue signal) and Lightning
+    raises its SIGTERMException on every rank at the same step. An exception that ends a fit saves ``last.ckpt`` at
+    the last completed step, unless the optimizer was mid-update (then the weights may be half-written) or several
+    ranks run (the others sit in collectives; the newest checkpoint on disk stays the one to resume)."""
+
+    def __init__(self, *args, interruptions, **kwargs):
+        super().__init__(*args, save_last=True, enable_version_counter=False, **kwargs)
+        self.interruptions = interruptions
+        self.stopped_by: int | None = None
+        self._step_checked: int | None = None
+        self._updating = False
+
+    @property
+    def last_path(self) -> Path:
+        return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+
+    def save_last_now(self, trainer: pl.Trainer) -> None:
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self.interruptions.install(trainer.global_rank)  # replaces Lightning's handlers, registered just before
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._step_checked = trainer.global_step
+        self.interruptions.install(trainer.global_rank)  # (when there is no sanity check)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._updating = False
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._updating = True  # the closure (forward, backward) is done; the parameters change from here
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._updating = False
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if trainer.global_step == self._step_checked:
+            return  # inside an accumulation window: stop only where an optimisation step has just finished
+        self._step_checked = trainer.global_step
+        signum = self.interruptions.agreed(trainer)
+        if not signum:
+            return
+        self.stopped_by = signum
+        if self._last_global_step_saved != trainer.global_step:
+            self.save_last_now(trainer)
+        if self.interruptions.is_requeue(trainer, signum):
+            trainer._signal_connector._slurm_sigusr_handler_fn(signum, None)  # Lightning's: hpc_ckpt_N + requeue
+        log.warning(
+            "rank %d: stopping on signal %d after step %d; saved %s",
+            trainer.global_rank,
+            signum,
+            trainer.global_step,
+            self.last_path,
+        )
+        trainer._signal_connector.received_sigterm = True  # Lightning's loops raise SIGTERMException on every rank
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
+            self.save_last_now(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            self.save_last_now(trainer)  # Lightning (2.6) rewrites last.ckpt only when a best-* was saved too
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer):
+            self.save_last_now(trainer)  # the final state, whatever the schedule of validations
+
+    def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
+        self.interruptions.uninstall()
+        if trainer.state.fn != "fit" or trainer.sanity_checking or isinstance(exception, SIGTERMException):
+            return
+        if isinstance(exception, CheckpointError) or self._last_global_step_saved == trainer.global_step:
+            return  # a full disk (a second write would fail too), a folder another fit holds, or a step on disk
+        batch = trainer.fit_loop.epoch_loop.batch_progress.total
+        if self._updating and batch.processed < batch.started:
+            log.error("the failure came during an optimizer update: no checkpoint written (the weights may be torn)")
+            return
+        if trainer.world_size > 1:
+            log.error("rank %d failed; the other ranks cannot join a checkpoint now", trainer.global_rank)
+            return
+        _forget_unfinished_batch(trainer)
+        try:
+            self.save_last_now(trainer)
+        except Exception as err:  # keep the original error as the one reported
+            log.error("could not save %s after the failure: %s", self.last_path, err)
+            return
+        log.warning(
+            "%s ended the fit: saved %s at step %d, the last completed step (resume with --ckpt_path last)",
+            type(exception).__name__,
+            self.last_path,
+            trainer.global_step,
+        )
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self.interruptions.uninstall()
+
+
+def _forget_unfinished_batch(trainer: pl.Trainer) -> None:
+    """Make the loops' progress say "the last batch that finished its step", as a checkpoint saved at a step boundary
+    does (the failed batch was fetched or started, but its optimisation step never ran)."""
+    loop = trainer.fit_loop.epoch_loop
+    for tracker in (loop.batch_progress.total, loop.batch_progress.current):
+        if tracker.processed < tracker.started or tracker.started < tracker.ready:
+            tracker.ready = tracker.started = tracker.processed
+    loop.automatic_optimization.optim_progress.reset_on_restart()
+
+
+# ---- one fit per run folder ------------------------------------------------------------------------------------
+def _process_start(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    now = _process_start(pid)
+    return started is None or now is None or now == started  # a reused pid started at another time
+
+
+class RunLock:
+    """``<run>/.rsam-fit.lock``: JSON with the holder's pid, host, process start time and Slurm job id."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.held = False
+
+    def _mine(self) -> dict:
+        pid = os.getpid()
+        return {
+            "pid": pid,
+            "host": socket.gethostname(),
+            "process_start": _process_start(pid),
+            "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # unreadable: left half-written by a killed process
+
+    def _stale(self, holder: dict) -> bool:
+        me = self._mine()
+        if not holder or (holder.get("slurm_job") and holder.get("slurm_job") == me["slurm_job"]):
+            return True  # an unreadable lock, or this job before Slurm requeued it
+        if holder.get("host") != me["host"]:
+            return False  # another machine's process: cannot be checked from here
+        return not _alive(int(holder.get("pid", -1)), holder.get("process_start"))
+
+    def acquire(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"{LOCK_NAME}.guard", "w") as guard:  # one check-and-take at a time on this host
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            holder = self._holder()
+            if holder is not None:
+                if not self._stale(holder):
+                    raise RunFolderInUse(
+                        f"run folder {self.folder} is in use by another fit (pid {holder.get('pid')} on host "
+                        f"{holder.get('host')} since {holder.get('since')}); wait for it, or choose another "
+                        f"trainer.default_root_dir (remove {self.path} only if that process is gone)"
+                    )
+                log.warning(
+                    "taking over the stale lock %s (pid %s on host %s is gone)",
+                    self.path,
+                    holder.get("pid"),
+                    holder.get("host"),
+                )
+            tmp = temp_path(self.path)
+            tmp.write_text(json.dumps(self._mine()))
+            os.replace(tmp, self.path)
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            holder = self._holder()
+            if holder and holder.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+class RunFolderLock(pl.Callback):
+    """Global rank 0 takes the run folder's :class:`RunLock` when a fit starts and removes unfinished checkpoint
+    writes; every rank learns the outcome (one broadcast), so a refused fit stops everywhere with the same line."""
+
+    def __init__(self, run_dir: Path, checkpoint_dir: Path):
+        self.lock = RunLock(run_dir)
+        self.checkpoint_dir = checkpoint_dir
+
+    def setup(self, trainer: pl.Trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        refused = None
+        if trainer.is_global_zero:
+            try:
+                self.lock.acquire()
+                remove_orphans(self.checkpoint_dir, self.lock.folder)
+            except RunFolderInUse as err:
+                refused = str(err)
+        refused = trainer.strategy.broadcast(refused, src=0)
+        if refused:
+            raise RunFolderInUse(refused)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self.lock.release()
+
+
+def release_run_lock(trainer: pl.Trainer) -> None:
+    """Release the run folder after a fit, however it ended (after Lightning's on_exception hooks have saved)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunFolderLock):
+            callback.lock.release()

@@ -1,0 +1,54 @@
+"""Checks shared by the resume tests: a checkpoint's training state (files and DeepSpeed folders), bit-exact
+comparison, the data order a run recorded (``tests/helpers/fit_hooks.py``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from rsam.lit.strategies import consolidate_checkpoint
+
+
+def load_state(path: Path, scratch: Path) -> dict:
+    """global_step, fp32 weights, optimizer and scheduler states of a Lightning checkpoint file, or of a DeepSpeed
+    checkpoint folder (weights merged to fp32; the optimizer state is each rank's partition)."""
+    if not path.is_dir():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return {key: state[key] for key in ("global_step", "state_dict", "optimizer_states", "lr_schedulers")}
+    merged = torch.load(consolidate_checkpoint(path, scratch / "merged.ckpt"), map_location="cpu", weights_only=True)
+    optimizer = []
+    for shard in sorted((path / "checkpoint").glob("*optim_states.pt")):  # our own files: DeepSpeed pickles objects
+        zero = torch.load(shard, map_location="cpu", weights_only=False)["optimizer_state_dict"]
+        optimizer.append({"state": zero["optimizer_state_dict"], "fp32": zero["fp32_flat_groups"]})
+    assert len(optimizer) == 2
+    return {
+        "global_step": merged["global_step"],
+        "state_dict": merged["state_dict"],
+        "optimizer_states": optimizer,
+        "lr_schedulers": merged["lr_schedulers"],
+    }
+
+
+def read_order(record: Path, rank: int) -> list[dict]:
+    return [json.loads(line) for line in (record / f"order-rank{rank}.jsonl").read_text().splitlines()]
+
+
+def assert_same_tensors(expected, actual, where: str) -> None:
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor) and actual.dtype == expected.dtype, where
+        if expected.is_floating_point():  # ZeRO-3 partitions end in uninitialised padding: NaN must match NaN there
+            assert torch.equal(expected.isnan(), actual.isnan()), f"{where}: NaN at different places"
+            expected, actual = expected.nan_to_num(0.0), actual.nan_to_num(0.0)
+        assert torch.equal(expected, actual), f"{where}: max |diff| {(expected.float() - actual.float()).abs().max()}"
+    elif isinstance(expected, dict):
+        assert set(expected) == set(actual), where
+        for key in expected:
+            assert_same_tensors(expected[key], actual[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(expected) == len(actual), where
+        for i, (one, other) in enumerate(zip(expected, actual)):
+            assert_same_tensors(one, other, f"{where}[{i}]")
+    else:
+        assert expected == actual, f"{where}: {expected!r} != {actual!r}"
