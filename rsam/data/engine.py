@@ -117,8 +117,16 @@ def _callable_name(function) -> str:
 class CocoEngine:
     """Builds the :class:`DatasetSpec` of the data engine over one COCO instances file and its image folder."""
 
-    def __init__(self, instances: Path, images: Path, options: EngineOptions, *,
-                 vlm: VLMClient | None = None, scorer: Scorer | None = None, coco: dict | None = None):
+    def __init__(
+        self,
+        instances: Path,
+        images: Path,
+        options: EngineOptions,
+        *,
+        vlm: VLMClient | None = None,
+        scorer: Scorer | None = None,
+        coco: dict | None = None,
+    ):
         if options.zero_pool not in ZERO_POOLS:
             raise ValueError(f"zero pool must be one of {ZERO_POOLS}")
         if options.zero_pool != "dataset" and not options.zero_vocab:
@@ -199,7 +207,7 @@ class CocoEngine:
                 raise SampleError(f"{sample}: annotation id {ann.get('id')!r} appears {uses} times in the annotations")
 
     # ---- per image --------------------------------------------------------------------------------------------
-    @lru_cache(maxsize=4)
+    @lru_cache(maxsize=4)  # noqa: B019 - one converter per run; the cache lives as long as it does
     def _load(self, image_id) -> tuple[ImageInfo, np.ndarray]:
         image = self.images_by_id[image_id]
         file_name = image.get("file_name")
@@ -209,7 +217,9 @@ class CocoEngine:
         info = inspect_image_bytes(path.read_bytes(), f"image {image_id} ({file_name})")
         for key, actual in (("width", info.width), ("height", info.height)):
             if key in image and int(image[key]) != actual:
-                raise SampleError(f"image {image_id} ({file_name}): {key} {actual} differs from the JSON's {image[key]}")
+                raise SampleError(
+                    f"image {image_id} ({file_name}): {key} {actual} differs from the JSON's {image[key]}"
+                )
         with Image.open(path) as img:
             rgb = np.asarray(img.convert("RGB"))
         return reencode_image(info, rgb, self.options.reencode), rgb
@@ -221,13 +231,19 @@ class CocoEngine:
                 raise SampleError(f"{sample}: annotation {ann.get('id')} has neither segmentation nor bbox")
             return box_mask(ann["bbox"], info.height, info.width, f"{sample} annotation {ann.get('id')}"), "box"
         return decode_segmentation(
-            segmentation, info.height, info.width, f"{sample} annotation {ann.get('id')}", rule=self.options.overlap_rule
+            segmentation,
+            info.height,
+            info.width,
+            f"{sample} annotation {ann.get('id')}",
+            rule=self.options.overlap_rule,
         )
 
     def _category_name(self, ann: dict, sample: str) -> str:
         category = self.categories.get(ann.get("category_id"))
         if category is None:
-            raise SampleError(f"{sample}: annotation {ann.get('id')} has unknown category_id {ann.get('category_id')!r}")
+            raise SampleError(
+                f"{sample}: annotation {ann.get('id')} has unknown category_id {ann.get('category_id')!r}"
+            )
         return validate_text(category.get("name"), f"{sample} category {ann.get('category_id')}")
 
     def _licence(self, image: dict) -> str:
@@ -255,7 +271,9 @@ class CocoEngine:
                 dropped["empty_mask"] += 1
                 continue
             ids = [ann_id for ann_id, _ in found.masks[category]]
-            drafts.append(_Draft(TEMPLATE.format(category=category), KIND_ONE_TO_MANY, "template", union, ids, category))
+            drafts.append(
+                _Draft(TEMPLATE.format(category=category), KIND_ONE_TO_MANY, "template", union, ids, category)
+            )
         empty = np.zeros(shape, dtype=bool)
         for category in self._absent_categories(image_id, set(found.masks)):
             drafts.append(_Draft(TEMPLATE.format(category=category), KIND_ONE_TO_ZERO, "absent", empty, [], category))
@@ -278,8 +296,9 @@ class CocoEngine:
             by_id = {i.ann_id: i for i in group}
             for candidate in kept:
                 (target,) = candidate.targets
-                drafts.append(_Draft(candidate.text, KIND_ONE_TO_ONE, candidate.rule, by_id[target].mask, [target],
-                                     category))
+                drafts.append(
+                    _Draft(candidate.text, KIND_ONE_TO_ONE, candidate.rule, by_id[target].mask, [target], category)
+                )
         return drafts
 
     def materialize(self, job: Job) -> JobOutput:
@@ -297,8 +316,11 @@ class CocoEngine:
         if self.vlm is not None:
             drafts += self._vlm_drafts(info, found.masks, out.dropped)
         base = {
-            "source": self.options.source, "image_id": image_id, "image_file": image.get("file_name"),
-            "split": split_of(image, self.options), "licence": self._licence(image),
+            "source": self.options.source,
+            "image_id": image_id,
+            "image_file": image.get("file_name"),
+            "split": split_of(image, self.options),
+            "licence": self._licence(image),
         }
         attribution = self.licences.get(image.get("license"), {}).get("attribution")
         if attribution:
@@ -309,8 +331,15 @@ class CocoEngine:
             base["provenance"] = image[PROVENANCE_FIELD]
         for draft in drafts:
             mask_type = "empty" if draft.kind == KIND_ONE_TO_ZERO else "+".join(sorted(found.seg_types[draft.category]))
-            record = dict(base, text=draft.text, kind=draft.kind, rule=draft.rule, category=draft.category,
-                          ann_ids=draft.ann_ids, mask_type=mask_type)
+            record = dict(
+                base,
+                text=draft.text,
+                kind=draft.kind,
+                rule=draft.rule,
+                category=draft.category,
+                ann_ids=draft.ann_ids,
+                mask_type=mask_type,
+            )
             if self.scorer is not None and draft.kind != KIND_ONE_TO_ZERO:
                 score = float(self.scorer(mask_region(rgb, draft.mask), draft.text))
                 record["score"] = round(score, 6)
@@ -325,13 +354,14 @@ class CocoEngine:
         options = self.options
         if options.zero_per_image <= 0:
             return []
-        present_super = {
-            cat.get("supercategory") for cat in self.categories.values() if cat.get("name") in present
-        } - {None}
+        present_super = {cat.get("supercategory") for cat in self.categories.values() if cat.get("name") in present} - {
+            None
+        }
         pool = set()
         if options.zero_pool in ("dataset", "both"):
             pool |= {
-                cat["name"] for cat in self.categories.values()
+                cat["name"]
+                for cat in self.categories.values()
                 if cat["name"] not in present and cat.get("supercategory") not in present_super
             }
         if options.zero_pool in ("vocab", "both"):
@@ -361,9 +391,15 @@ class CocoEngine:
             drafts.append(_Draft(text, kind, "vlm", union, ids, category))
         return drafts
 
-    def spec(self, name: str | None = None, *, licences: list[dict] | None = None,
-             extra_files: dict[str, bytes] | None = None, fingerprint_extra: dict | None = None,
-             prepare=None) -> DatasetSpec:
+    def spec(
+        self,
+        name: str | None = None,
+        *,
+        licences: list[dict] | None = None,
+        extra_files: dict[str, bytes] | None = None,
+        fingerprint_extra: dict | None = None,
+        prepare=None,
+    ) -> DatasetSpec:
         source_stat = None
         if self.instances_path.is_file():
             stat = self.instances_path.stat()
@@ -375,14 +411,19 @@ class CocoEngine:
             splits=self.jobs,
             materialize=self.materialize,
             fingerprint_inputs={
-                "instances": source_stat, "images": str(self.images.resolve()), "options": asdict(self.options),
+                "instances": source_stat,
+                "images": str(self.images.resolve()),
+                "options": asdict(self.options),
                 "vlm": [self.vlm.url, self.vlm.model] if self.vlm else None,
-                "scorer": _callable_name(self.scorer) if self.scorer else None, **(fingerprint_extra or {}),
+                "scorer": _callable_name(self.scorer) if self.scorer else None,
+                **(fingerprint_extra or {}),
             },
-            licences=licences or [
+            licences=licences
+            or [
                 {"name": lic.get("name"), "url": lic.get("url"), "attribution": lic.get("attribution")}
                 for lic in self.licences.values()
-            ] or [{"name": self.options.licence}],
+            ]
+            or [{"name": self.options.licence}],
             extra_files=extra_files or {},
             prepare=prepare,
         )

@@ -42,7 +42,7 @@ class Instance:
     colour: str
 
     @classmethod
-    def from_mask(cls, ann_id: object, category: str, mask: np.ndarray, rgb: np.ndarray) -> "Instance | None":
+    def from_mask(cls, ann_id: object, category: str, mask: np.ndarray, rgb: np.ndarray) -> Instance | None:
         ys, xs = np.nonzero(mask)
         if len(xs) == 0:
             return None
@@ -119,8 +119,10 @@ def _position_rule(category: str, group: list[Instance], width: int, height: int
         xs = [i.centroid[0] for i in group]
         ys = [i.centroid[1] for i in group]
         for word, values, side, pick in (
-            ("leftmost", xs, width, min), ("rightmost", xs, width, max),
-            ("topmost", ys, height, min), ("bottommost", ys, height, max),
+            ("leftmost", xs, width, min),
+            ("rightmost", xs, width, max),
+            ("topmost", ys, height, min),
+            ("bottommost", ys, height, max),
         ):
             extreme = pick(values)
             true_of = [i for i, v in zip(group, values) if abs(v - extreme) <= EXTREME_TIE * side]
@@ -149,7 +151,9 @@ def _colour_rule(category: str, group: list[Instance]) -> list[Candidate]:
     by_colour: dict[str, list[Instance]] = {}
     for instance in group:
         by_colour.setdefault(instance.colour, []).append(instance)
-    return [Candidate(f"the {colour} {category}", "colour", _ids(members)) for colour, members in sorted(by_colour.items())]
+    return [
+        Candidate(f"the {colour} {category}", "colour", _ids(members)) for colour, members in sorted(by_colour.items())
+    ]
 
 
 def _relation_rule(category: str, group: list[Instance], anchors: list[Instance]) -> list[Candidate]:
@@ -164,9 +168,13 @@ def _relation_rule(category: str, group: list[Instance], anchors: list[Instance]
         }
         for relation, members in sides.items():
             if members:
-                candidates.append(Candidate(f"the {category} {relation} the {anchor.category}", "relation", _ids(members)))
+                candidates.append(
+                    Candidate(f"the {category} {relation} the {anchor.category}", "relation", _ids(members))
+                )
         if len(group) >= 2:
-            distances = [np.hypot(i.centroid[0] - anchor.centroid[0], i.centroid[1] - anchor.centroid[1]) for i in group]
+            distances = [
+                np.hypot(i.centroid[0] - anchor.centroid[0], i.centroid[1] - anchor.centroid[1]) for i in group
+            ]
             closest = [i for i, d in zip(group, distances) if d <= min(distances) * CLOSEST_TIE]
             candidates.append(Candidate(f"the {category} closest to the {anchor.category}", "relation", _ids(closest)))
     return candidates

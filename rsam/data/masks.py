@@ -13,7 +13,7 @@ summing to ``height * width``. Two ways to combine the parts of one segmentation
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils

@@ -25,9 +25,10 @@ import multiprocessing
 import re
 import shutil
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -101,7 +102,7 @@ class _SplitState:
         self.final: dict | None = None  # rejects and counters of the whole split, once it is complete
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> "_SplitState":
+    def load(cls, path: Path, fingerprint: str) -> _SplitState:
         state = cls(path, fingerprint)
         if path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))
@@ -113,9 +114,7 @@ class _SplitState:
         return state
 
     def save(self) -> None:
-        write_json_atomic(
-            self.path, {"fingerprint": self.fingerprint, "shards": self.shards, "final": self.final}
-        )
+        write_json_atomic(self.path, {"fingerprint": self.fingerprint, "shards": self.shards, "final": self.final})
 
     @property
     def cursor(self) -> tuple[int, int]:
@@ -293,7 +292,9 @@ def _convert_jobs(
     start_job, skip = state.cursor
     rejects, dropped = state.rejects, state.dropped
     if state.shards:
-        log.info("%s: resuming after %d committed shard(s), at input %d/%d", split, len(state.shards), start_job, len(jobs))
+        log.info(
+            "%s: resuming after %d committed shard(s), at input %d/%d", split, len(state.shards), start_job, len(jobs)
+        )
     writer = _SplitWriter(out_dir, split, shard_size, state)
     try:
         _write_jobs(writer, split, jobs, materialize, start_job, skip, rejects, dropped, on_error, workers)
@@ -303,18 +304,38 @@ def _convert_jobs(
     state.save()
 
 
-def _write_jobs(writer: _SplitWriter, split: str, jobs: Sequence[Job], materialize: Materialize, start_job: int,
-                skip: int, rejects: list[dict], dropped: Counter, on_error: str, workers: int) -> None:
+def _write_jobs(
+    writer: _SplitWriter,
+    split: str,
+    jobs: Sequence[Job],
+    materialize: Materialize,
+    start_job: int,
+    skip: int,
+    rejects: list[dict],
+    dropped: Counter,
+    on_error: str,
+    workers: int,
+) -> None:
     with contextlib.closing(_encoded_jobs(jobs, materialize, start_job, workers)) as results:
-        for job_index, result in tqdm(results, total=len(jobs) - start_job, desc=f"converting {split}",
-                                      unit="input", leave=False):
+        for job_index, result in tqdm(
+            results, total=len(jobs) - start_job, desc=f"converting {split}", unit="input", leave=False
+        ):
             _write_result(writer, split, jobs, job_index, result, skip, rejects, dropped, on_error)
             skip = 0
     writer.commit((len(jobs), 0), rejects, dropped)
 
 
-def _write_result(writer: _SplitWriter, split: str, jobs: Sequence[Job], job_index: int, result, skip: int,
-                  rejects: list[dict], dropped: Counter, on_error: str) -> None:
+def _write_result(
+    writer: _SplitWriter,
+    split: str,
+    jobs: Sequence[Job],
+    job_index: int,
+    result,
+    skip: int,
+    rejects: list[dict],
+    dropped: Counter,
+    on_error: str,
+) -> None:
     """Write one job's samples (from position ``skip``), committing shards as they fill; or record its reject."""
     if isinstance(result, SampleError):
         if on_error == "raise":
@@ -357,8 +378,16 @@ def _check_existing(out_dir: Path, fingerprint: str, overwrite: bool, replace_st
     return None
 
 
-def convert(spec: DatasetSpec, out_dir: str | Path, *, shard_size: int = 1000, on_error: str = "raise",
-            overwrite: bool = False, replace_stale: bool = False, workers: int = 1) -> dict:
+def convert(
+    spec: DatasetSpec,
+    out_dir: str | Path,
+    *,
+    shard_size: int = 1000,
+    on_error: str = "raise",
+    overwrite: bool = False,
+    replace_stale: bool = False,
+    workers: int = 1,
+) -> dict:
     """Write ``spec`` as a shard dataset in ``out_dir`` (resuming or skipping finished work) and return the report.
 
     The report (also written to ``report.json``) holds per split ``inputs``, ``written``, ``rejected`` (in the unit
@@ -381,8 +410,14 @@ def convert(spec: DatasetSpec, out_dir: str | Path, *, shard_size: int = 1000, o
     splits = {}
     for split in sorted(jobs):
         splits[split] = write_split(
-            out_dir, split, jobs[split], spec.materialize,
-            shard_size=shard_size, fingerprint=fingerprint, on_error=on_error, workers=workers,
+            out_dir,
+            split,
+            jobs[split],
+            spec.materialize,
+            shard_size=shard_size,
+            fingerprint=fingerprint,
+            on_error=on_error,
+            workers=workers,
         )
     return finalize(out_dir, spec, fingerprint, splits)
 
@@ -407,7 +442,9 @@ def finalize(out_dir: Path, spec: DatasetSpec, fingerprint: str, splits: dict[st
         "unit": spec.unit,
         **dict(totals),
         "reconciled": totals["inputs"] == totals["written"] + totals["rejected"],
-        "splits": {split: {k: v for k, v in s.items() if k not in ("shards", "rejects")} for split, s in splits.items()},
+        "splits": {
+            split: {k: v for k, v in s.items() if k not in ("shards", "rejects")} for split, s in splits.items()
+        },
     }
     write_json_atomic(out_dir / "report.json", report)
     index_splits = {}
@@ -432,7 +469,12 @@ def finalize(out_dir: Path, spec: DatasetSpec, fingerprint: str, splits: dict[st
     shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
     log.info(
         "%s: %d samples in %d shard(s); %d %s(s) in, %d written, %d rejected",
-        out_dir, report["samples"], sum(len(s["shards"]) for s in splits.values()),
-        report["inputs"], spec.unit, report["written"], report["rejected"],
+        out_dir,
+        report["samples"],
+        sum(len(s["shards"]) for s in splits.values()),
+        report["inputs"],
+        spec.unit,
+        report["written"],
+        report["rejected"],
     )
     return report

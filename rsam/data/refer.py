@@ -97,9 +97,19 @@ def find_layout(root: Path) -> tuple[Path, Path, Path]:
 class ReferConverter:
     """Builds the :class:`DatasetSpec` of a refer-layout dataset."""
 
-    def __init__(self, refs: Path, instances: Path, images: Path, *, source: str, sentences: str = "first",
-                 text_field: str = "sent", splits: list[str] | None = None, licence: str = "unknown",
-                 reencode: str = "none"):
+    def __init__(
+        self,
+        refs: Path,
+        instances: Path,
+        images: Path,
+        *,
+        source: str,
+        sentences: str = "first",
+        text_field: str = "sent",
+        splits: list[str] | None = None,
+        licence: str = "unknown",
+        reencode: str = "none",
+    ):
         if sentences not in SENTENCE_MODES:
             raise ValueError(f"--sentences must be one of {SENTENCE_MODES}")
         if text_field not in TEXT_FIELDS:
@@ -117,7 +127,9 @@ class ReferConverter:
         with open(self.instances_path, encoding="utf-8") as handle:
             instances = json.load(handle)
         self.annotations = {ann["id"]: ann for ann in instances.get("annotations", []) if isinstance(ann, dict)}
-        self.categories = {cat.get("id"): cat.get("name") for cat in instances.get("categories", []) if isinstance(cat, dict)}
+        self.categories = {
+            cat.get("id"): cat.get("name") for cat in instances.get("categories", []) if isinstance(cat, dict)
+        }
         self.image_names = {img["id"]: img.get("file_name") for img in instances.get("images", []) if "id" in img}
         self.wanted_splits = set(splits) if splits else None
 
@@ -133,11 +145,12 @@ class ReferConverter:
             if self.sentences == "all" and isinstance(ref, dict) and isinstance(ref.get("sentences"), list):
                 count = max(1, len(ref["sentences"]))
             for sent_index in range(count):
-                name = f"ref[{ref_index}] (ann_id {ref.get('ann_id') if isinstance(ref, dict) else '?'}) sentence {sent_index}"
+                ann_id = ref.get("ann_id") if isinstance(ref, dict) else "?"
+                name = f"ref[{ref_index}] (ann_id {ann_id}) sentence {sent_index}"
                 by_split.setdefault(split, []).append(Job(name, (ref_index, sent_index)))
         return by_split
 
-    @lru_cache(maxsize=8)
+    @lru_cache(maxsize=8)  # noqa: B019 - one converter per run; the cache lives as long as it does
     def _image(self, path: Path):
         info = inspect_image_bytes(path.read_bytes(), f"image {path.name}")
         if self.reencode == "none":
@@ -179,8 +192,12 @@ class ReferConverter:
         if annotation is None:
             raise SampleError(f"{sample}: annotation {ref['ann_id']!r} missing from {self.instances_path.name}")
         mask, seg_type = decode_segmentation(
-            annotation.get("segmentation"), image.height, image.width, f"{sample} annotation {ref['ann_id']}",
-            rule="exactly-one", allow_uncompressed=False,
+            annotation.get("segmentation"),
+            image.height,
+            image.width,
+            f"{sample} annotation {ref['ann_id']}",
+            rule="exactly-one",
+            allow_uncompressed=False,
         )
         record = {
             "text": text,
@@ -214,9 +231,14 @@ class ReferConverter:
             splits=self.jobs(),
             materialize=self.materialize,
             fingerprint_inputs={
-                "refs": stat(self.refs_path), "instances": stat(self.instances_path),
-                "images": str(self.images.resolve()), "sentences": self.sentences, "text_field": self.text_field,
-                "splits": sorted(self.wanted_splits or []), "source": self.source, "licence": self.licence,
+                "refs": stat(self.refs_path),
+                "instances": stat(self.instances_path),
+                "images": str(self.images.resolve()),
+                "sentences": self.sentences,
+                "text_field": self.text_field,
+                "splits": sorted(self.wanted_splits or []),
+                "source": self.source,
+                "licence": self.licence,
                 "reencode": self.reencode,
             },
             licences=[{"name": self.licence, "applies_to": self.source}],

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import DistributedSampler
@@ -42,8 +42,16 @@ class _ShardSampler(DistributedSampler):
 
 
 class ResampledShardSampler(_ShardSampler):
-    def __init__(self, shard_sizes: Sequence[int], samples_per_rank: int, *, seed: int = 0, mix_shards: int = 4,
-                 num_replicas: int | None = None, rank: int | None = None):
+    def __init__(
+        self,
+        shard_sizes: Sequence[int],
+        samples_per_rank: int,
+        *,
+        seed: int = 0,
+        mix_shards: int = 4,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ):
         sizes = [int(size) for size in shard_sizes]
         if not sizes or sum(sizes) == 0:
             raise ValueError("no training samples")
@@ -65,7 +73,7 @@ class ResampledShardSampler(_ShardSampler):
     def __iter__(self) -> Iterator[int]:
         order = self._order()
         if self._resume is not None and self._resume[0] == self.epoch:
-            order = order[self._resume[1]:]
+            order = order[self._resume[1] :]
         self._resume = None
         return iter(order)
 
@@ -94,8 +102,8 @@ class PaddedEvalSampler(_ShardSampler):
 
     def __iter__(self) -> Iterator[int]:
         start = self.rank * self.num_samples
-        for position in range(start, start + self.num_samples):
-            yield position  # positions >= total are padding indices, flagged invalid by the dataset
+        # positions >= total are padding indices, flagged invalid by the dataset
+        yield from range(start, start + self.num_samples)
 
     def __len__(self) -> int:
         return self.num_samples

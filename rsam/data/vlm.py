@@ -62,8 +62,15 @@ def word_count(text: str) -> int:
 class VLMClient:
     """Minimal OpenAI-compatible chat client (stdlib only) with an on-disk answer cache."""
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0,
-                 cache_path: str | Path | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        cache_path: str | Path | None = None,
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key, self.timeout = model, api_key, timeout
         self.cache_path = Path(cache_path) if cache_path else None
