@@ -27,6 +27,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--text", action="append", required=True, help="expression (repeat for several)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--chunk-size", type=int, default=4, help="prompts per forward")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (faster)")
     return parser
 
 
@@ -53,7 +54,9 @@ def run(args) -> int:
 
     model = _load(args)
     rgb = to_rgb_uint8(args.image)
-    predictor = Predictor(model, chunk_size=args.chunk_size, unknown_out_of_vocab=bool(args.golden))
+    predictor = Predictor(
+        model, chunk_size=args.chunk_size, unknown_out_of_vocab=bool(args.golden), precision=args.precision
+    )
     start = time.perf_counter()
     predictions = predictor.predict(rgb, args.text)
     seconds = time.perf_counter() - start

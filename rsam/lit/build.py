@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rsam.lit.module import RemoteSAMModule
 from rsam.lit.panel import OverlayPanel
-from rsam.recipes import MINILM, model_config, optim_settings
+from rsam.recipes import MINILM, model_config, model_runtime, optim_settings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def initialise_weights(module: RemoteSAMModule, recipe: DictConfig) -> None:
 
 
 def build_module(recipe: DictConfig, *, initialise: bool = True) -> RemoteSAMModule:
-    module = RemoteSAMModule(model_config(recipe).to_dict(), optim_settings(recipe))
+    module = RemoteSAMModule(model_config(recipe).to_dict(), optim_settings(recipe), model_runtime(recipe))
     if initialise:
         initialise_weights(module, recipe)
     return module
@@ -162,6 +162,9 @@ def build_callbacks(recipe: DictConfig, use_wandb: bool, fitting: bool) -> list[
         )
         callbacks.append(StepSeeding(recipe.seed))
         callbacks.append(PreemptionCheckpoint(checkpoint_dir(recipe) / "last.ckpt"))
+        from rsam.lit.throughput import TrainingThroughput
+
+        callbacks.append(TrainingThroughput())  # samples/s, TFLOP/s, MFU, peak memory: progress bar and loggers
     if wandb_active(recipe, use_wandb) and recipe.wandb.panel_samples > 0:
         callbacks.append(OverlayPanel(recipe.wandb.panel_samples))
     return callbacks

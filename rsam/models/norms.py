@@ -10,6 +10,8 @@ checkpoints and the fp32 outputs are unchanged.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -19,6 +21,21 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 def fp32(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32 if it is bf16/fp16, else unchanged (float64 stays float64)."""
     return x.float() if x.dtype in LOW_PRECISION else x
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype active for ``device``'s type, or None (also for devices without autocast, e.g. meta)."""
+    kind = device.type
+    if kind in ("cpu", "cuda") and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return None
+
+
+def autocast_off(device: torch.device):
+    """A context that disables autocast for ``device``'s type (a no-op where there is none)."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class LayerNorm(nn.LayerNorm):

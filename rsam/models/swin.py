@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsam.models.norms import LOW_PRECISION, LayerNorm
+from rsam.models.norms import LOW_PRECISION, LayerNorm, autocast_dtype, autocast_off
 
 SHIFT_MASK_FILL = -100.0
 
@@ -183,10 +183,10 @@ def window_attention(
     that recomputes the attention matrix (:class:`_WindowAttentionFunction`).
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias)):
-        if torch.is_autocast_enabled(q.device.type):
-            dtype = torch.get_autocast_dtype(q.device.type)
+        dtype = autocast_dtype(q.device)
+        if dtype is not None:
             q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-        with torch.autocast(q.device.type, enabled=False):
+        with autocast_off(q.device):
             return _WindowAttentionFunction.apply(q, k, v, bias, mask, scale)
     windows = 1 if mask is None else mask.shape[0]
     return _sdpa(q, k, v, _attention_mask(bias, mask), windows, scale)
