@@ -133,9 +133,10 @@ class RemoteSAMModule(pl.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
         return loss
 
-    def configure_optimizers(self):
-        from rsam.lit.strategies import offloads_optimizer
-
+    def make_optimizer(self, offload: bool = False) -> torch.optim.Optimizer:
+        """AdamW over the official parameter groups: DeepSpeed's CPU AdamW when it offloads the optimizer, else
+        PyTorch's fused AdamW kernel (CPU and CUDA: one pass over each tensor instead of ~8 elementwise passes with
+        temporaries; the same update up to rounding)."""
         groups = self.param_groups.optimizer_groups(self.optim["weight_decay"])
         common = dict(
             lr=self.optim["lr"],
@@ -143,15 +144,19 @@ class RemoteSAMModule(pl.LightningModule):
             eps=self.optim["eps"],
             weight_decay=self.optim["weight_decay"],
         )
-        if offloads_optimizer(self.trainer.strategy):  # DeepSpeed runs the optimizer on the CPU: its CPU AdamW
+        if offload:
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-            optimizer = DeepSpeedCPUAdam(groups, adamw_mode=True, **common)
-        else:
-            # the fused AdamW kernel (CPU and CUDA): one pass over each tensor instead of ~8 elementwise passes with
-            # temporaries; the same update up to rounding
-            fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
-            optimizer = torch.optim.AdamW(groups, amsgrad=self.optim["amsgrad"], fused=fused, **common)
+            return DeepSpeedCPUAdam(groups, adamw_mode=True, **common)
+        params = [p for group in groups for p in group["params"]]
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        return torch.optim.AdamW(groups, amsgrad=self.optim["amsgrad"], fused=fused, **common)
+
+    def configure_optimizers(self):
+        from rsam.lit.strategies import offloads_optimizer
+
+        # DeepSpeed runs the optimizer on the CPU when it offloads: its CPU AdamW
+        optimizer = self.make_optimizer(offload=offloads_optimizer(self.trainer.strategy))
         total = int(self.trainer.estimated_stepping_batches)
         power = float(self.optim["poly_power"])
         log.info("poly schedule over %d optimisation steps (power %g), lr %g", total, power, self.optim["lr"])

@@ -75,11 +75,15 @@ def peak_memory_mib(device: torch.device) -> float:
 
 
 class TrainingThroughput(ThroughputMonitor):
-    def __init__(self, window_size: int = 20):
-        super().__init__(batch_size_fn=batch_size, window_size=window_size, separator=SEPARATOR)
+    """``window_size``: batches the rates are averaged over (default: ``trainer.log_every_n_steps``, 2 to 20)."""
+
+    def __init__(self, window_size: int | None = None):
+        super().__init__(batch_size_fn=batch_size, separator=SEPARATOR)
+        self.window_size = window_size
         self._flops: dict[tuple[bool, int], int] = {}
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        self.kwargs["window_size"] = self.window_size or min(20, max(2, int(trainer.log_every_n_steps)))
         super().setup(trainer, pl_module, stage)
         device = trainer.strategy.root_device
         if self.available_flops is None and device.type == "cpu":
@@ -114,8 +118,8 @@ class TrainingThroughput(ThroughputMonitor):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
         metrics = self._throughputs[RunningStage.TRAINING].compute()
         bar = {"peak_mem_GiB": peak_memory_mib(trainer.strategy.root_device) / 1024}
-        if "samples_per_sec" in metrics:
-            bar["samples/s"] = metrics["samples_per_sec"]
+        if f"device{SEPARATOR}samples_per_sec" in metrics:
+            bar["samples/s"] = metrics[f"device{SEPARATOR}samples_per_sec"] * trainer.world_size
         if f"device{SEPARATOR}flops_per_sec" in metrics:
             bar["TFLOP/s"] = metrics[f"device{SEPARATOR}flops_per_sec"] / 1e12
         if f"device{SEPARATOR}mfu" in metrics:
