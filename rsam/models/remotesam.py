@@ -49,13 +49,14 @@ def checkpointed(module: nn.Module, *args):
         if calls == 1:
             return module(*inputs)
         saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
-        out = module(*inputs)
-        with torch.no_grad():
-            for m, (mean, var, count) in zip(norms, saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
-        return out
+        try:  # the recomputation may stop early (by an exception) once it has what the backward needs
+            return module(*inputs)
+        finally:
+            with torch.no_grad():
+                for m, (mean, var, count) in zip(norms, saved):
+                    m.running_mean.copy_(mean)
+                    m.running_var.copy_(var)
+                    m.num_batches_tracked.copy_(count)
 
     return checkpoint(run, *args, use_reentrant=False, preserve_rng_state=True)
 
