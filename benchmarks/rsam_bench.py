@@ -74,15 +74,23 @@ def bench_forward(model, args) -> dict:
     ids, mask = predictor.tokenizer(["airplane in the image"])
     reset_peak_rss()
     with torch.no_grad(), autocast(args.precision):
+        began = time.perf_counter()
         for _ in range(args.warmup):
             model(x, ids, mask)
+        warmup_s = time.perf_counter() - began  # includes torch.compile's compilation with --compile
         times = []
         with Timed() as timed:
             for _ in range(args.n):
                 start = time.perf_counter()
                 model(x, ids, mask)
                 times.append(time.perf_counter() - start)
-    return {**summarize(times), "n": args.n, "cpu": cpu_block(timed), "peak_rss_mb": round(phase_peak_rss_mib(), 1)}
+    return {
+        **summarize(times),
+        "n": args.n,
+        "warmup_s": round(warmup_s, 2),
+        "cpu": cpu_block(timed),
+        "peak_rss_mb": round(phase_peak_rss_mib(), 1),
+    }
 
 
 def bench_semseg(model, args) -> dict:
