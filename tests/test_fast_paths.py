@@ -245,3 +245,18 @@ def test_empty_text_is_refused_and_all_unknown_text_warns(model, tokenizer, capl
         predictor.predict(image, ["\u2603\u2603 \u16a0", "a car"])
     warned = [r.getMessage() for r in caplog.records if "unknown" in r.getMessage()]
     assert len(warned) == 1 and "\u2603" in warned[0]
+
+
+def test_mlp_with_recomputed_gelu_equals_the_two_op_composition():
+    from rsam.models.swin import Mlp
+
+    torch.manual_seed(5)
+    mlp = Mlp(6, 12).double()
+    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    ours = mlp(x)  # grad enabled: the recomputing path
+    ref = mlp.fc2(F.gelu(mlp.fc1(x)))
+    grad = torch.randn_like(ours)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    params = (x, mlp.fc1.weight, mlp.fc2.weight, mlp.fc2.bias)
+    for a, b in zip(torch.autograd.grad(ours, params, grad), torch.autograd.grad(ref, params, grad)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

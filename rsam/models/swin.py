@@ -26,7 +26,41 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        hidden = self.fc1(x)
+        if self.drop.p == 0.0 and torch.is_grad_enabled():
+            return gelu_linear(hidden, self.fc2.weight, self.fc2.bias)
+        return self.drop(self.fc2(self.drop(self.act(hidden))))
+
+
+class _GeluLinearFunction(torch.autograd.Function):
+    """``linear(gelu(h), W, b)`` keeping only ``h`` for backward (GELU is recomputed there): the MLP's widest
+    activation (4·C per token) is saved once instead of twice. Gradients are those of the two-op composition."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias):
+        ctx.save_for_backward(hidden, weight, bias)
+        return F.linear(F.gelu(hidden), weight.to(hidden.dtype), None if bias is None else bias.to(hidden.dtype))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, bias = ctx.saved_tensors
+        grad_out = grad_out.to(hidden.dtype)
+        activated = F.gelu(hidden)
+        flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_weight = (flat_grad.t() @ activated.reshape(-1, activated.shape[-1])).to(weight.dtype)
+        grad_bias = None if bias is None else flat_grad.sum(0).to(bias.dtype)
+        grad_hidden = torch.ops.aten.gelu_backward(grad_out @ weight.to(hidden.dtype), hidden)
+        return grad_hidden, grad_weight, grad_bias
+
+
+def gelu_linear(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(F.gelu(hidden), weight, bias)`` with GELU recomputed in backward (see :class:`_GeluLinearFunction`);
+    under autocast the matmuls run in the autocast dtype, as ``F.linear`` would."""
+    dtype = autocast_dtype(hidden.device)
+    if dtype is not None:
+        hidden = hidden.to(dtype)
+    with autocast_off(hidden.device):
+        return _GeluLinearFunction.apply(hidden, weight, bias)
 
 
 class DropPath(nn.Module):
