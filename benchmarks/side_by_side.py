@@ -39,6 +39,23 @@ def run_json(command: list[str], timeout: float, env: dict | None = None) -> dic
     return report
 
 
+def mem_available_gib() -> float:
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
+def needed_gib(job: str, value: int, variant: str) -> float:
+    """A conservative peak for one process (the official training step: ~12.3 GB at batch 1, + ~7 GB per image)."""
+    if job != "train":
+        return 5.0
+    if variant == "ckpt":
+        return 6.0 + 2.0 * value
+    return 6.0 + 7.5 * value
+
+
 def official_command(args, job: str, value: int) -> list[str]:
     python = str(Path(args.official_root) / "venv" / "bin" / "python")
     command = [python, str(Path(args.runner) / "bench.py"), "--warmup", "1"]
@@ -123,6 +140,10 @@ def main() -> None:
             entry = {"job": spec, "round": round_index + 1, "order": [name for name, _ in runs], "figures": {}}
             results["jobs"].append(entry)
             for name, command in runs:
+                need, free = needed_gib(job, value, name.removeprefix("rsam_")), mem_available_gib()
+                if free < need:  # a shared machine: never push others into the OOM killer
+                    entry["figures"][name] = {"error": f"skipped: MemAvailable {free:.1f} GiB < {need:.1f} GiB"}
+                    continue
                 print(f"[side_by_side] round {round_index + 1} {spec} {name} ...", file=sys.stderr, flush=True)
                 entry["figures"][name] = figures(run_json(command, args.timeout), job)
                 save()
