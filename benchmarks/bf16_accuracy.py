@@ -106,6 +106,12 @@ def main() -> None:
                 "pixel_agreement": float((mask_a == mask_b).mean()),
                 "mask_iou": iou(mask_a, mask_b),
                 "fp32_foreground": float(mask_a.mean()),
+                "fp32_median_margin": float(np.median(np.abs(prob_a - 0.5))),  # how decided the fp32 pixels are
+                "agreement_where_margin_above_max_delta": float(
+                    (mask_a == mask_b)[np.abs(prob_a - 0.5) > np.abs(prob_a - prob_b).max()].mean()
+                    if (np.abs(prob_a - 0.5) > np.abs(prob_a - prob_b).max()).any()
+                    else 1.0
+                ),
                 "fp32_s": round(t32.wall, 2),
                 "bf16_s": round(t16.wall, 2),
                 "cpu_fp32": cpu_block(t32),
@@ -113,6 +119,8 @@ def main() -> None:
             }
         )
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("cpu")}), file=sys.stderr, flush=True)
+        if args.out:  # partial results survive an interrupted run
+            Path(args.out).write_text(json.dumps({"partial": True, "per_image": rows}, indent=1) + "\n")
     report = {
         "weights": args.weights,
         "config": "official" if not golden else "golden tiny (reference set)",

@@ -108,6 +108,34 @@ def figures(report: dict, job: str) -> dict:
     return out
 
 
+def markdown(results: dict) -> str:
+    """The README's table from a side_by_side JSON: one row per (job, round, rsam variant)."""
+    lines = [
+        "| job | round | official s | rsam variant | rsam s | time ratio | official peak RSS MB | rsam peak RSS MB "
+        "| RSS ratio | other cores (official / rsam) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in results["jobs"]:
+        official = entry["figures"].get("official", {})
+        for name, found in entry["figures"].items():
+            if name == "official":
+                continue
+            if "error" in found or "error" in official:
+                reason = found.get("error") or official.get("error")
+                lines.append(f"| {entry['job']} | {entry['round']} | | {name} | | {reason} | | | | |")
+                continue
+            ratio = entry.get("ratios", {}).get(name, {})
+            chunk = f" (chunk {found['chunk_size']})" if "chunk_size" in found else ""
+            lines.append(
+                f"| {entry['job']} | {entry['round']} | {official['seconds']:.1f} | {name}{chunk} | "
+                f"{found['seconds']:.1f} | **{ratio.get('time', float('nan')):.2f}×** | "
+                f"{official['peak_rss_mb']:.0f} | "
+                f"{found['peak_rss_mb']:.0f} | **{ratio.get('peak_rss', float('nan')):.2f}×** | "
+                f"{official['other_procs_cores_avg']:.2f} / {found['other_procs_cores_avg']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official-root", default=os.environ.get("OFFICIAL_ROOT", ""))
@@ -119,7 +147,11 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1200)
     parser.add_argument("--out", default=None, help="also write the JSON here (rewritten after every process)")
+    parser.add_argument("--table-from", default=None, help="print the markdown table of a saved JSON and exit")
     args = parser.parse_args()
+    if args.table_from:
+        print(markdown(json.loads(Path(args.table_from).read_text())))
+        return
     if not (Path(args.official_root) / "venv" / "bin" / "python").is_file():
         parser.error(f"--official-root {args.official_root!r}: no venv/bin/python (run the runner's setup.sh)")
     results = {"tool": "side_by_side", "args": vars(args), "loadavg_at_start": os.getloadavg(), "jobs": []}
@@ -160,6 +192,7 @@ def main() -> None:
     results["loadavg_at_end"] = os.getloadavg()
     save()
     print(json.dumps(results, indent=1))
+    print(markdown(results), file=sys.stderr)
 
 
 if __name__ == "__main__":
