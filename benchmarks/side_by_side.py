@@ -105,6 +105,12 @@ def figures(report: dict, job: str) -> dict:
     }
     if job == "semseg" and "chosen_chunk_size" in section:
         out["chunk_size"] = section["chosen_chunk_size"]
+    if job == "train":  # where a steady-state step's time goes
+        steady = section["per_step"][1:] or section["per_step"]
+        out["phases_s"] = {
+            phase: statistics.median(step[phase] for step in steady)
+            for phase in ("forward_s", "loss_s", "backward_s", "optimizer_s")
+        }
     return out
 
 
