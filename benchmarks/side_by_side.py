@@ -130,7 +130,10 @@ def markdown(results: dict) -> str:
                 reason = found.get("error") or official.get("error")
                 lines.append(f"| {entry['job']} | {entry['round']} | | {name} | | {reason} | | | | |")
                 continue
-            ratio = entry.get("ratios", {}).get(name, {})
+            ratio = {  # from the figures, so an interrupted job's finished processes still give ratios
+                "time": found["seconds"] / official["seconds"],
+                "peak_rss": found["peak_rss_mb"] / official["peak_rss_mb"],
+            }
             chunk = f" (chunk {found['chunk_size']})" if "chunk_size" in found else ""
             lines.append(
                 f"| {entry['job']} | {entry['round']} | {official['seconds']:.1f} | {name}{chunk} | "
