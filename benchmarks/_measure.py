@@ -52,3 +52,33 @@ def matmul_gflops(n: int = 4096, warmup: int = 3, reps: int = 10) -> dict:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {"n": n, "median_s": med, "gflops": 2 * n**3 / med / 1e9, "best_gflops": 2 * n**3 / min(times) / 1e9}
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM (``/proc/self/clear_refs``), as the official runner's bench.py does."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def phase_peak_rss_mib() -> float:
+    """VmHWM since the last :func:`reset_peak_rss` (the process-lifetime peak where a reset is not allowed)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return peak_rss_mib()
+
+
+def cpu_block(timed: Timed) -> dict:
+    """The official runner's ``cpu`` block fields for a :class:`Timed` block."""
+    return {
+        "wall_s": round(timed.wall, 3),
+        "own_cpu_s": round(timed.cpu, 2),
+        "other_procs_cpu_s": round(timed.other_cpu, 2),
+        "other_procs_cores_avg": round(timed.other_cpu / timed.wall, 3) if timed.wall > 0 else None,
+        "steal_s": round(timed.steal, 2),
+    }

@@ -153,11 +153,22 @@ class PredictSection:
 
 
 @dataclass
+class ModelSection(RemoteSAMConfig):
+    """The architecture (:class:`RemoteSAMConfig`) plus how it runs, which is not part of the architecture."""
+
+    activation_checkpointing: bool = False  # recompute each Swin stage, the CIM and the decoder in backward
+    compile: bool = False  # torch.compile the network (Module.compile: the state_dict keys are unchanged)
+
+
+MODEL_RUNTIME_KEYS = ("activation_checkpointing", "compile")
+
+
+@dataclass
 class Recipe:
     name: str = "rsam"
     seed: int = 2401
     threads: int | None = None  # torch intra-op threads per process (default: torch's choice)
-    model: RemoteSAMConfig = field(default_factory=RemoteSAMConfig)
+    model: ModelSection = field(default_factory=ModelSection)
     init: InitSection = field(default_factory=InitSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -249,7 +260,15 @@ def _expand_model_name(config: DictConfig, source: str) -> None:
 
 
 def model_config(recipe: DictConfig) -> RemoteSAMConfig:
-    return RemoteSAMConfig.from_dict(OmegaConf.to_container(recipe.model))
+    data = OmegaConf.to_container(recipe.model)
+    for key in MODEL_RUNTIME_KEYS:
+        data.pop(key, None)
+    return RemoteSAMConfig.from_dict(data)
+
+
+def model_runtime(recipe: DictConfig) -> dict:
+    """The ``model:`` settings that say how the network runs (``activation_checkpointing``, ``compile``)."""
+    return {key: bool(recipe.model[key]) for key in MODEL_RUNTIME_KEYS}
 
 
 def optim_settings(recipe: DictConfig) -> dict:

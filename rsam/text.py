@@ -9,10 +9,13 @@ an attention mask of 1 for kept ids and 0 for padding. We build one ``transforme
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 MAX_TOKENS = 20
 PAD_ID = 0
@@ -89,7 +92,15 @@ class Tokenizer:
             if not isinstance(text, str):
                 raise TypeError(f"expression must be a str, got {type(text).__name__}: {text!r}")
         encoded = self._tok(texts, add_special_tokens=True)["input_ids"]
+        special = set(self._tok.all_special_ids) - {UNK_ID}
         for row, seq in enumerate(encoded):
+            words = [i for i in seq if i not in special]
+            if words and all(i == UNK_ID for i in words):
+                log.warning(
+                    "expression %d %r: every token is unknown to the vocabulary ([UNK]); the model sees no words",
+                    row,
+                    texts[row],
+                )
             seq = seq[: self.max_tokens]
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.int64)
             mask[row, : len(seq)] = 1

@@ -110,3 +110,23 @@ def test_resume_from_last_continues_the_step_count(fitted, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary["step"] == 6  # 4 restored + 2 new optimisation steps
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_throughput_and_peak_memory_are_logged(fitted):
+    """rsam.lit.throughput.TrainingThroughput: Lightning's ThroughputMonitor rates with measured FLOPs."""
+    from rsam.lit.throughput import model_flops
+    from rsam.recipes import load_recipe, model_config
+
+    recipe, run, _ = fitted
+    samples = logged(run, "train|device|samples_per_sec")
+    flops = logged(run, "train|device|flops_per_sec")
+    assert samples and flops and logged(run, "train|device|mfu")
+    assert all(value > 0 for _, value in samples + flops)
+    # FLOPs/s = samples/s x FLOPs per sample of a training step (the batch size is fixed)
+    config = model_config(load_recipe(str(recipe), check_files=False))
+    batch = load_recipe(str(recipe), check_files=False).data.batch_size
+    per_batch = model_flops(config, batch, training=True, loss_fn=torch.nn.functional.cross_entropy)
+    step, rate = flops[-1]
+    assert rate == pytest.approx(dict(samples)[step] / batch * per_batch, rel=0.05)
+    memory = logged(run, "train|peak_memory_mib")
+    assert memory and all(value > 100 for _, value in memory)

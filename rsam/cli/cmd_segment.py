@@ -41,6 +41,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _chunk_size(value: str):
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"a number of prompts >= 1 or 'auto', got {value!r}")
+    return int(value)
+
+
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """Band choice and the scaling rule (shared by segment / detect / ground / count)."""
     parser.add_argument("--bands", help="three 1-based band numbers read as R,G,B, e.g. 4,3,2 (default 1,2,3)")
@@ -51,7 +59,10 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gsd", type=float, help="resample the scene to this ground resolution (CRS units / pixel)")
     parser.add_argument("--device", default="cpu", help="torch device for the single-process path (default cpu)")
-    parser.add_argument("--chunk-size", type=int, default=4, help="prompts per forward")
+    parser.add_argument(
+        "--chunk-size", type=_chunk_size, default="auto", help="prompts per forward, or auto (measured; default)"
+    )
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (faster)")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -102,7 +113,13 @@ def load_weights(args):
 def build_predictor(args, model):
     from rsam.predict import Predictor
 
-    return Predictor(model, device=args.device, chunk_size=args.chunk_size, unknown_out_of_vocab=bool(args.golden))
+    return Predictor(
+        model,
+        device=args.device,
+        chunk_size=args.chunk_size,
+        unknown_out_of_vocab=bool(args.golden),
+        precision=args.precision,
+    )
 
 
 def check_prompts(prompts: list[str]) -> list[str]:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rsam.lit.module import RemoteSAMModule
 from rsam.lit.panel import OverlayPanel
-from rsam.recipes import model_config, optim_settings, text_encoder_folder
+from rsam.recipes import model_config, model_runtime, optim_settings, text_encoder_folder
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def initialise_weights(module: RemoteSAMModule, recipe: DictConfig) -> None:
 
 
 def build_module(recipe: DictConfig, *, initialise: bool = True) -> RemoteSAMModule:
-    module = RemoteSAMModule(model_config(recipe).to_dict(), optim_settings(recipe))
+    module = RemoteSAMModule(model_config(recipe).to_dict(), optim_settings(recipe), model_runtime(recipe))
     if initialise:
         initialise_weights(module, recipe)
     return module
@@ -159,6 +159,9 @@ def build_callbacks(recipe: DictConfig, use_wandb: bool, fitting: bool) -> list[
                 interruptions=Interruptions(),
             )
         )
+        from rsam.lit.throughput import TrainingThroughput
+
+        callbacks.append(TrainingThroughput())  # samples/s, TFLOP/s, MFU, peak memory: progress bar and loggers
     if wandb_active(recipe, use_wandb) and recipe.wandb.panel_samples > 0:
         callbacks.append(OverlayPanel(recipe.wandb.panel_samples))
     return callbacks

@@ -1,8 +1,8 @@
 """``RemoteSAMModule``: the RemoteSAM network trained as in the official ``train.py``, as a LightningModule.
 
 - loss: :class:`rsam.losses.SegmentationLoss` (0.9 weighted CE + 0.1 Dice);
-- optimiser: AdamW over the official parameter groups (:mod:`rsam.lit.param_groups`), the text encoder's embeddings
-  and top layers frozen;
+- optimiser: AdamW (the fused kernel) over the official parameter groups (:mod:`rsam.lit.param_groups`), the text
+  encoder's embeddings and top layers frozen;
 - schedule: poly decay per optimisation step, ``lr * (1 - step / total_steps) ** power`` (power 0.9), total steps
   from the trainer (``estimated_stepping_batches``);
 - validation/test: :class:`rsam.metrics.ReferringSegMetric` (oIoU, mIoU, Prec@0.5..0.9, synchronised across ranks,
@@ -80,15 +80,28 @@ class EvalMetrics(torch.nn.Module):
             metric.reset()
 
 
+DEFAULT_RUNTIME = {"activation_checkpointing": False, "compile": False}
+
+
 class RemoteSAMModule(pl.LightningModule):
-    def __init__(self, model_config: dict[str, Any], optim: dict[str, Any] | None = None):
+    def __init__(
+        self, model_config: dict[str, Any], optim: dict[str, Any] | None = None, runtime: dict[str, Any] | None = None
+    ):
+        """``runtime``: how the network runs (the recipe's ``model.activation_checkpointing`` / ``model.compile``)."""
         super().__init__()
         self.save_hyperparameters()
         self.optim = {**DEFAULT_OPTIM, **(optim or {})}
         unknown = sorted(set(self.optim) - set(DEFAULT_OPTIM))
         if unknown:
             raise ValueError(f"unknown optimisation settings: {unknown}")
-        self.model = build_model(RemoteSAMConfig.from_dict(model_config))
+        self.runtime = {**DEFAULT_RUNTIME, **(runtime or {})}
+        unknown = sorted(set(self.runtime) - set(DEFAULT_RUNTIME))
+        if unknown:
+            raise ValueError(f"unknown model runtime settings: {unknown}")
+        self.model = build_model(
+            RemoteSAMConfig.from_dict(model_config),
+            activation_checkpointing=bool(self.runtime["activation_checkpointing"]),
+        )
         self.param_groups = official_param_groups(self.model, int(self.optim["trained_text_layers"]))
         self.criterion = SegmentationLoss(
             self.optim["dice_weight"], self.optim["class_weights"], self.optim["dice_smooth"]
@@ -99,6 +112,12 @@ class RemoteSAMModule(pl.LightningModule):
     @property
     def model_config(self) -> RemoteSAMConfig:
         return self.model.config
+
+    def configure_model(self) -> None:
+        """``model.compile``: ``torch.compile`` the network in place (``Module.compile`` keeps the state_dict keys)."""
+        if self.runtime["compile"] and not getattr(self, "_compiled", False):
+            self.model.compile()
+            self._compiled = True
 
     def forward(self, images, input_ids, attention_mask):
         return self.model(images, input_ids, attention_mask)
@@ -114,9 +133,10 @@ class RemoteSAMModule(pl.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
         return loss
 
-    def configure_optimizers(self):
-        from rsam.lit.strategies import offloads_optimizer
-
+    def make_optimizer(self, offload: bool = False) -> torch.optim.Optimizer:
+        """AdamW over the official parameter groups: DeepSpeed's CPU AdamW when it offloads the optimizer, else
+        PyTorch's fused AdamW kernel (CPU and CUDA: one pass over each tensor instead of ~8 elementwise passes with
+        temporaries; the same update up to rounding)."""
         groups = self.param_groups.optimizer_groups(self.optim["weight_decay"])
         common = dict(
             lr=self.optim["lr"],
@@ -124,12 +144,19 @@ class RemoteSAMModule(pl.LightningModule):
             eps=self.optim["eps"],
             weight_decay=self.optim["weight_decay"],
         )
-        if offloads_optimizer(self.trainer.strategy):  # DeepSpeed runs the optimizer on the CPU: its CPU AdamW
+        if offload:
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-            optimizer = DeepSpeedCPUAdam(groups, adamw_mode=True, **common)
-        else:
-            optimizer = torch.optim.AdamW(groups, amsgrad=self.optim["amsgrad"], **common)
+            return DeepSpeedCPUAdam(groups, adamw_mode=True, **common)
+        params = [p for group in groups for p in group["params"]]
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        return torch.optim.AdamW(groups, amsgrad=self.optim["amsgrad"], fused=fused, **common)
+
+    def configure_optimizers(self):
+        from rsam.lit.strategies import offloads_optimizer
+
+        # DeepSpeed runs the optimizer on the CPU when it offloads: its CPU AdamW
+        optimizer = self.make_optimizer(offload=offloads_optimizer(self.trainer.strategy))
         total = int(self.trainer.estimated_stepping_batches)
         power = float(self.optim["poly_power"])
         log.info("poly schedule over %d optimisation steps (power %g), lr %g", total, power, self.optim["lr"])

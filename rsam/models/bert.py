@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsam.models.config import TextConfig
+from rsam.models.norms import LayerNorm
 
 MASK_FILL = -10000.0
 
@@ -25,7 +26,7 @@ class BertEmbeddings(nn.Module):
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.LayerNorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -66,7 +67,7 @@ class BertSelfOutput(nn.Module):
     def __init__(self, cfg: TextConfig, width: int):
         super().__init__()
         self.dense = nn.Linear(width, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.LayerNorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

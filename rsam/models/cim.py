@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsam.models.norms import BatchNorm1d, BatchNorm2d
+
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
@@ -35,7 +37,7 @@ class LinearBN(nn.Sequential):
     def __init__(self, a: int, b: int):
         super().__init__()
         self.add_module("c", nn.Linear(a, b, bias=False))
-        self.add_module("bn", nn.BatchNorm1d(b))
+        self.add_module("bn", BatchNorm1d(b))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.c(x)
@@ -55,11 +57,11 @@ class ScaleAwareGate(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.local_embedding = nn.Conv2d(channels, channels, 1)
-        self.bn1 = nn.BatchNorm2d(channels)
+        self.bn1 = BatchNorm2d(channels)
         self.global_embedding = nn.Conv2d(channels, channels, 1)
-        self.bn2 = nn.BatchNorm2d(channels)
+        self.bn2 = BatchNorm2d(channels)
         self.global_act = nn.Conv2d(channels, channels, 1)
-        self.bn3 = nn.BatchNorm2d(channels)
+        self.bn3 = BatchNorm2d(channels)
         self.act = HardSigmoid()
 
     def forward(self, x_local: torch.Tensor, x_global: torch.Tensor) -> torch.Tensor:
@@ -102,11 +104,11 @@ class CrossScaleAttention(nn.Module):
     def __init__(self, dim: int, grid: tuple[int, int]):
         super().__init__()
         self.grid = grid
-        self.bn1 = nn.BatchNorm2d(dim)
-        self.DWConv1 = nn.Sequential(nn.Conv2d(dim, dim, 3, stride=2, padding=1, groups=dim), nn.BatchNorm2d(dim))
-        self.DWConv2 = nn.Sequential(nn.Conv2d(dim, dim, 5, stride=3, padding=2, groups=dim), nn.BatchNorm2d(dim))
+        self.bn1 = BatchNorm2d(dim)
+        self.DWConv1 = nn.Sequential(nn.Conv2d(dim, dim, 3, stride=2, padding=1, groups=dim), BatchNorm2d(dim))
+        self.DWConv2 = nn.Sequential(nn.Conv2d(dim, dim, 5, stride=3, padding=2, groups=dim), BatchNorm2d(dim))
         self.attention = Attention(dim, grid)
-        self.bn4 = nn.BatchNorm2d(dim)
+        self.bn4 = BatchNorm2d(dim)
         self.activate = nn.Hardswish()
         self.conv = nn.Conv2d(dim, dim, 1)
 
@@ -122,9 +124,9 @@ class CrossScaleAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(dim)
+        self.bn1 = BatchNorm2d(dim)
         self.conv1 = nn.Conv2d(dim, hidden, 1)
-        self.bn2 = nn.BatchNorm2d(hidden)
+        self.bn2 = BatchNorm2d(hidden)
         self.conv2 = nn.Conv2d(hidden, hidden, 3, padding=1, groups=dim)
         self.relu = nn.ReLU6()
         self.conv3 = nn.Conv2d(hidden, dim, 1)
@@ -169,7 +171,7 @@ class CIM(nn.Module):
         self.down_channel = nn.Conv2d(dim, hidden, 1)
         self.up_channel = nn.Conv2d(hidden, dim, 1)
         self.block = nn.ModuleList([CIMBlock(hidden, channels, self.grid) for _ in range(num_layers)])
-        self.bn = nn.BatchNorm2d(hidden)
+        self.bn = BatchNorm2d(hidden)
         self.fusion = nn.ModuleList([ScaleAwareGate(c) for c in channels])
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsam.models.norms import BatchNorm2d, LayerNorm
+
 ROTATION_RANGE_DEG = 40.0
 
 # 9x9 interpolation matrices that rotate a flattened 3x3 kernel (row-major taps 0..8) by θ.
@@ -99,7 +101,7 @@ class LayerNormProxy(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -165,8 +167,8 @@ class SimpleDecoding(nn.Module):
         for level, skip_in in ((4, c4_dims + c3), (3, hidden + c2), (2, hidden + c1)):
             self.add_module(f"conv1_{level}", nn.Conv2d(skip_in, hidden, 3, padding=1, bias=False))
             self.add_module(f"conv2_{level}", AdaptiveRotatedConv2d(hidden, hidden))
-            self.add_module(f"bn1_{level}", nn.BatchNorm2d(hidden))
-            self.add_module(f"bn2_{level}", nn.BatchNorm2d(hidden))
+            self.add_module(f"bn1_{level}", BatchNorm2d(hidden))
+            self.add_module(f"bn2_{level}", BatchNorm2d(hidden))
         self.conv1_1 = nn.Conv2d(hidden, num_classes, 1)
 
     def _step(self, level: int, x: torch.Tensor) -> torch.Tensor:

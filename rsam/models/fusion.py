@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsam.models.norms import BatchNorm2d, InstanceNorm1d
+
 PAD_LOGIT = 1e4
 
 
@@ -29,9 +31,9 @@ class ImageLanguageAttention(nn.Module):
         self.value_channels = value_channels
         self.num_heads = num_heads
         self.f_key = nn.Sequential(nn.Conv1d(l_channels, key_channels, 1))
-        self.f_query = nn.Sequential(nn.Conv1d(v_channels, key_channels, 1), nn.InstanceNorm1d(key_channels))
+        self.f_query = nn.Sequential(nn.Conv1d(v_channels, key_channels, 1), InstanceNorm1d(key_channels))
         self.f_value = nn.Sequential(nn.Conv1d(l_channels, value_channels, 1))
-        self.W = nn.Sequential(nn.Conv1d(value_channels, value_channels, 1), nn.InstanceNorm1d(value_channels))
+        self.W = nn.Sequential(nn.Conv1d(value_channels, value_channels, 1), InstanceNorm1d(value_channels))
 
     def forward(self, x: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         """x (B, HW, Cv); words (B, Cl, L); word_mask (B, L, 1) -> (B, HW, Cvalue)."""
@@ -69,16 +71,16 @@ class PWAM(nn.Module):
 def _conv_bn(kernel: int, channels: int = 1) -> nn.Sequential:
     seq = nn.Sequential()
     seq.add_module("conv", nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False))
-    seq.add_module("bn", nn.BatchNorm2d(channels))
+    seq.add_module("bn", BatchNorm2d(channels))
     return seq
 
 
 def _conv1x1_bn_conv3x3_bn(channels: int = 1) -> nn.Sequential:
     seq = nn.Sequential()
     seq.add_module("conv1", nn.Conv2d(channels, channels, 1, bias=False))
-    seq.add_module("bn1", nn.BatchNorm2d(channels))
+    seq.add_module("bn1", BatchNorm2d(channels))
     seq.add_module("conv2", nn.Conv2d(channels, channels, 3, padding=1, bias=False))
-    seq.add_module("bn2", nn.BatchNorm2d(channels))
+    seq.add_module("bn2", BatchNorm2d(channels))
     return seq
 
 
@@ -89,10 +91,10 @@ class RepBlock(nn.Module):
         super().__init__()
         self.brb_3x3 = _conv1x1_bn_conv3x3_bn(channels)
         self.brb_1x1 = _conv_bn(1, channels)
-        self.brb_identity = nn.BatchNorm2d(channels)
+        self.brb_identity = BatchNorm2d(channels)
         self.brb_3x3_2 = _conv1x1_bn_conv3x3_bn(channels)
         self.brb_1x1_2 = _conv_bn(1, channels)
-        self.brb_identity_2 = nn.BatchNorm2d(channels)
+        self.brb_identity_2 = BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.brb_1x1(x) + self.brb_3x3(x) + self.brb_identity(x))

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsam.models.norms import LOW_PRECISION, LayerNorm, autocast_dtype, autocast_off
+
 SHIFT_MASK_FILL = -100.0
 
 
@@ -24,7 +26,41 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        hidden = self.fc1(x)
+        if self.drop.p == 0.0 and torch.is_grad_enabled():
+            return gelu_linear(hidden, self.fc2.weight, self.fc2.bias)
+        return self.drop(self.fc2(self.drop(self.act(hidden))))
+
+
+class _GeluLinearFunction(torch.autograd.Function):
+    """``linear(gelu(h), W, b)`` keeping only ``h`` for backward (GELU is recomputed there): the MLP's widest
+    activation (4·C per token) is saved once instead of twice. Gradients are those of the two-op composition."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias):
+        ctx.save_for_backward(hidden, weight, bias)
+        return F.linear(F.gelu(hidden), weight.to(hidden.dtype), None if bias is None else bias.to(hidden.dtype))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, bias = ctx.saved_tensors
+        grad_out = grad_out.to(hidden.dtype)
+        activated = F.gelu(hidden)
+        flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_weight = (flat_grad.t() @ activated.reshape(-1, activated.shape[-1])).to(weight.dtype)
+        grad_bias = None if bias is None else flat_grad.sum(0).to(bias.dtype)
+        grad_hidden = torch.ops.aten.gelu_backward(grad_out @ weight.to(hidden.dtype), hidden)
+        return grad_hidden, grad_weight, grad_bias
+
+
+def gelu_linear(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(F.gelu(hidden), weight, bias)`` with GELU recomputed in backward (see :class:`_GeluLinearFunction`);
+    under autocast the matmuls run in the autocast dtype, as ``F.linear`` would."""
+    dtype = autocast_dtype(hidden.device)
+    if dtype is not None:
+        hidden = hidden.to(dtype)
+    with autocast_off(hidden.device):
+        return _GeluLinearFunction.apply(hidden, weight, bias)
 
 
 class DropPath(nn.Module):
@@ -64,9 +100,9 @@ def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
-def shifted_window_mask(hp: int, wp: int, window: int, shift: int, device=None) -> torch.Tensor:
+def shifted_window_mask(hp: int, wp: int, window: int, shift: int, device=None, dtype=None) -> torch.Tensor:
     """(nW, window², window²) additive mask: 0 within a region, -100 across regions of the cyclically shifted map."""
-    region = torch.zeros((1, hp, wp, 1), device=device)
+    region = torch.zeros((1, hp, wp, 1), device=device, dtype=dtype)
     slices = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     label = 0
     for hs in slices:
@@ -91,18 +127,103 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B·nW, n, C) windows; mask (nW, n, n) additive shift mask or None -> (B·nW, n, C).
+
+        softmax(q·k^T·scale + bias + mask)·v, see :func:`window_attention`.
+        """
         bw, n, c = x.shape
-        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
-        attn = q @ k.transpose(-2, -1)
+        heads = self.num_heads
+        qkv = self.qkv(x).reshape(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        bias = bias.view(n, n, heads).permute(2, 0, 1).contiguous()  # (heads, n, n)
+        out = window_attention(qkv[0], qkv[1], qkv[2], bias, mask, self.scale)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+def _attention_mask(bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(heads, n, n) bias [+ (nW, n, n) mask] -> an additive mask for the folded layout of :func:`_sdpa`."""
+    if mask is None:
+        return bias.unsqueeze(0)
+    heads, n = bias.shape[:2]
+    return (bias.unsqueeze(0) + mask.unsqueeze(1)).view(1, mask.shape[0] * heads, n, n)
+
+
+def _sdpa(q, k, v, attn_mask, windows: int, scale: float) -> torch.Tensor:
+    """One ``scaled_dot_product_attention`` call; with a shift mask, a sample's windows are folded into the head
+    axis so that the (nW·heads, n, n) mask broadcasts over the batch without a copy."""
+    if windows == 1:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    bw, heads, n, d = q.shape
+    fold = (bw // windows, windows * heads, n, d)
+    out = F.scaled_dot_product_attention(
+        q.reshape(fold), k.reshape(fold), v.reshape(fold), attn_mask=attn_mask, scale=scale
+    )
+    return out.view(bw, heads, n, d)
+
+
+class _WindowAttentionFunction(torch.autograd.Function):
+    """Window attention whose backward recomputes the attention matrix instead of keeping it.
+
+    Forward: the fused ``scaled_dot_product_attention`` kernel. Saved for backward: q, k, v, the (heads, n, n)
+    bias and the stage's shared shift mask — not the (B·nW, heads, n, n) probabilities, which are the largest
+    activations of a Swin block at 896² (120 MB per stage-1 block in fp32). Backward recomputes them once
+    (one matmul + softmax) and returns the exact softmax-attention gradients, the bias gradient included.
+    Matmuls run in the inputs' dtype, the softmax and its gradient in float32.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, mask, scale):
+        windows = 1 if mask is None else mask.shape[0]
+        out = _sdpa(q, k, v, _attention_mask(bias, mask).to(q.dtype), windows, scale)
+        ctx.save_for_backward(q, k, v, bias, mask)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, bias, mask = ctx.saved_tensors
+        scale = ctx.scale
+        bw, heads, n, _ = q.shape
+        grad_out = grad_out.to(v.dtype)
+        acc = torch.float32 if q.dtype in LOW_PRECISION else q.dtype  # softmax and its gradient
+        scores = torch.matmul(q, k.transpose(-2, -1)).to(acc).mul_(scale)
+        scores = scores.view(-1, 1 if mask is None else mask.shape[0], heads, n, n)
+        scores += bias.to(acc)
         if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.view(bw // nw, nw, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.num_heads, n, n)
-        attn = attn.softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(bw, n, c))
+            scores += mask.to(acc).unsqueeze(1)
+        probs = scores.view(bw, heads, n, n).softmax(dim=-1)
+        del scores
+        grad_v = torch.matmul(probs.to(v.dtype).transpose(-2, -1), grad_out)
+        grad_probs = torch.matmul(grad_out, v.transpose(-2, -1)).to(acc)
+        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, acc)
+        del grad_probs, probs
+        grad_bias = None
+        if ctx.needs_input_grad[3]:
+            grad_bias = grad_scores.view(-1, heads, n, n).sum(0).to(bias.dtype)
+        grad_scores = grad_scores.mul_(scale).to(q.dtype)
+        grad_q = torch.matmul(grad_scores, k)
+        grad_k = torch.matmul(grad_scores.transpose(-2, -1), q)
+        return grad_q, grad_k, grad_v, grad_bias, None, None
+
+
+def window_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """softmax(q·k^T·scale + bias[head] + mask[window])·v for q, k, v (B·nW, heads, n, d), bias (heads, n, n),
+    mask (nW, n, n) or None.
+
+    Without autograd: one fused ``scaled_dot_product_attention`` call (it never materialises the attention matrix
+    on CPU; its softmax accumulates in float32 under bf16 autocast). With autograd: the same forward, and a backward
+    that recomputes the attention matrix (:class:`_WindowAttentionFunction`).
+    """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias)):
+        dtype = autocast_dtype(q.device)
+        if dtype is not None:
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+        with autocast_off(q.device):
+            return _WindowAttentionFunction.apply(q, k, v, bias, mask, scale)
+    windows = 1 if mask is None else mask.shape[0]
+    return _sdpa(q, k, v, _attention_mask(bias, mask), windows, scale)
 
 
 class SwinBlock(nn.Module):
@@ -120,10 +241,10 @@ class SwinBlock(nn.Module):
         super().__init__()
         self.window = window
         self.shift = shift
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.norm1 = LayerNorm(dim, eps=eps)
         self.attn = WindowAttention(dim, window, num_heads, qkv_bias)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.norm2 = LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor | None) -> torch.Tensor:
@@ -152,7 +273,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-        self.norm = nn.LayerNorm(4 * dim, eps=eps)
+        self.norm = LayerNorm(4 * dim, eps=eps)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         b, _, c = x.shape
@@ -168,7 +289,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.patch = patch
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
-        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.norm = LayerNorm(dim, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, C, ceil(H/p), ceil(W/p)); zero padding right/bottom as the official code."""

@@ -1,0 +1,208 @@
+"""The official code and rsam side by side in one invocation: alternating processes, ratios as JSON.
+
+Each job runs the official runner's ``bench.py`` (``$OFFICIAL_ROOT/venv``; see the runner's README) and
+``benchmarks/rsam_bench.py`` in separate processes, one after the other (never two at once: a training step of the
+official configuration peaks at 12+ GB), alternating which goes first from round to round. Every process reports
+other processes' CPU use over its timed block (``other_procs_cores_avg``: above ~0.05 cores on a 2-core machine the
+timing is contaminated); the JSON keeps them next to each ratio.
+
+Jobs: ``forward`` (896², batch 1, no grad), ``semseg:K`` (K prompts on the official demo image), ``train:B``
+(training steps at batch B; the first step allocates AdamW state, so steady-state steps are compared). rsam variants
+per job (``--variants``): ``fp32``, ``bf16`` (autocast), ``ckpt`` (activation checkpointing, training only).
+
+    python benchmarks/side_by_side.py --official-root $OFFICIAL_ROOT --jobs forward semseg:1 semseg:10 train:1 train:2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ALL_SECTIONS = ["matmul", "forward", "grad_forward", "flops", "semseg", "train"]
+
+
+def run_json(command: list[str], timeout: float, env: dict | None = None) -> dict:
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    if result.returncode != 0:
+        return {"error": f"exit {result.returncode}", "stderr_tail": result.stderr[-2000:]}
+    text = result.stdout
+    report = json.loads(text[text.index("{") :])
+    report["process_wall_s"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def mem_available_gib() -> float:
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
+def needed_gib(job: str, value: int, variant: str) -> float:
+    """A conservative peak for one process (the official training step: ~12.3 GB at batch 1, + ~7 GB per image)."""
+    if job != "train":
+        return 5.0
+    if variant == "ckpt":
+        return 6.0 + 2.0 * value
+    return 6.0 + 7.5 * value
+
+
+def official_command(args, job: str, value: int) -> list[str]:
+    python = str(Path(args.official_root) / "venv" / "bin" / "python")
+    command = [python, str(Path(args.runner) / "bench.py"), "--warmup", "1"]
+    if job == "forward":
+        keep, extra = "forward", ["--n", str(args.n)]
+    elif job == "semseg":
+        keep, extra = "semseg", ["--k", str(value)]
+    else:
+        keep, extra = "train", ["--train-batch", str(value), "--train-steps", str(args.train_steps)]
+    skip = [s for s in ALL_SECTIONS if s != keep]
+    return command + extra + ["--skip", *skip]
+
+
+def rsam_command(args, job: str, value: int, variant: str) -> list[str]:
+    command = [sys.executable, str(HERE / "rsam_bench.py"), "--official-root", args.official_root]
+    if job == "forward":
+        command += ["--sections", "forward", "--n", str(args.n)]
+    elif job == "semseg":
+        command += ["--sections", "semseg", "--k", str(value)]
+    else:
+        command += ["--sections", "train", "--train-batch", str(value), "--train-steps", str(args.train_steps)]
+    if variant == "bf16":
+        command += ["--precision", "bf16"]
+    if variant == "ckpt":
+        command += ["--checkpointing"]
+    return command
+
+
+def figures(report: dict, job: str) -> dict:
+    """(seconds, peak RSS MiB, other processes' cores) of one process's job section."""
+    if "error" in report:
+        return {"error": report["error"]}
+    if job == "forward":
+        section = report["forward_896_b1"]
+        seconds = section["median_s"]
+    elif job == "semseg":
+        section = report["semseg"]
+        seconds = section["total_s"]
+    else:
+        section = report["train_step"]
+        steady = [step["step_s"] for step in section["per_step"][1:]] or [section["per_step"][0]["step_s"]]
+        seconds = statistics.median(steady)
+    out = {
+        "seconds": seconds,
+        "peak_rss_mb": section["peak_rss_mb"],
+        "other_procs_cores_avg": section["cpu"]["other_procs_cores_avg"],
+    }
+    if job == "semseg" and "chosen_chunk_size" in section:
+        out["chunk_size"] = section["chosen_chunk_size"]
+    if job == "train":  # where a steady-state step's time goes
+        steady = section["per_step"][1:] or section["per_step"]
+        out["phases_s"] = {
+            phase: statistics.median(step[phase] for step in steady)
+            for phase in ("forward_s", "loss_s", "backward_s", "optimizer_s")
+        }
+    return out
+
+
+def markdown(results: dict) -> str:
+    """The README's table from a side_by_side JSON: one row per (job, round, rsam variant)."""
+    lines = [
+        "| job | round | official s | rsam variant | rsam s | time ratio | official peak RSS MB | rsam peak RSS MB "
+        "| RSS ratio | other cores (official / rsam) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in results["jobs"]:
+        official = entry["figures"].get("official", {})
+        for name, found in entry["figures"].items():
+            if name == "official":
+                continue
+            if "error" in found or "error" in official:
+                reason = found.get("error") or official.get("error")
+                lines.append(f"| {entry['job']} | {entry['round']} | | {name} | | {reason} | | | | |")
+                continue
+            ratio = {  # from the figures, so an interrupted job's finished processes still give ratios
+                "time": found["seconds"] / official["seconds"],
+                "peak_rss": found["peak_rss_mb"] / official["peak_rss_mb"],
+            }
+            chunk = f" (chunk {found['chunk_size']})" if "chunk_size" in found else ""
+            lines.append(
+                f"| {entry['job']} | {entry['round']} | {official['seconds']:.1f} | {name}{chunk} | "
+                f"{found['seconds']:.1f} | **{ratio.get('time', float('nan')):.2f}×** | "
+                f"{official['peak_rss_mb']:.0f} | "
+                f"{found['peak_rss_mb']:.0f} | **{ratio.get('peak_rss', float('nan')):.2f}×** | "
+                f"{official['other_procs_cores_avg']:.2f} / {found['other_procs_cores_avg']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official-root", default=os.environ.get("OFFICIAL_ROOT", ""))
+    parser.add_argument("--runner", default=str(HERE.parent.parent / "shared" / "official-runner"))
+    parser.add_argument("--jobs", nargs="+", default=["forward", "semseg:10", "train:1"])
+    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "ckpt"], choices=["fp32", "bf16", "ckpt"])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--n", type=int, default=2, help="timed forwards per process")
+    parser.add_argument("--train-steps", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1200)
+    parser.add_argument("--out", default=None, help="also write the JSON here (rewritten after every process)")
+    parser.add_argument("--table-from", default=None, help="print the markdown table of a saved JSON and exit")
+    args = parser.parse_args()
+    if args.table_from:
+        print(markdown(json.loads(Path(args.table_from).read_text())))
+        return
+    if not (Path(args.official_root) / "venv" / "bin" / "python").is_file():
+        parser.error(f"--official-root {args.official_root!r}: no venv/bin/python (run the runner's setup.sh)")
+    results = {"tool": "side_by_side", "args": vars(args), "loadavg_at_start": os.getloadavg(), "jobs": []}
+
+    def save():
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+
+    for round_index in range(args.rounds):
+        for spec in args.jobs:
+            job, _, raw = spec.partition(":")
+            value = int(raw or 1)
+            variants = [v for v in args.variants if v != "ckpt" or job == "train"]
+            runs = [("official", official_command(args, job, value))]
+            runs += [(f"rsam_{v}", rsam_command(args, job, value, v)) for v in variants]
+            if round_index % 2:
+                runs.reverse()
+            entry = {"job": spec, "round": round_index + 1, "order": [name for name, _ in runs], "figures": {}}
+            results["jobs"].append(entry)
+            for name, command in runs:
+                need, free = needed_gib(job, value, name.removeprefix("rsam_")), mem_available_gib()
+                if free < need:  # a shared machine: never push others into the OOM killer
+                    entry["figures"][name] = {"error": f"skipped: MemAvailable {free:.1f} GiB < {need:.1f} GiB"}
+                    continue
+                print(f"[side_by_side] round {round_index + 1} {spec} {name} ...", file=sys.stderr, flush=True)
+                entry["figures"][name] = figures(run_json(command, args.timeout), job)
+                save()
+            official = entry["figures"]["official"]
+            entry["ratios"] = {}
+            for name, found in entry["figures"].items():
+                if name == "official" or "error" in found or "error" in official:
+                    continue
+                entry["ratios"][name] = {
+                    "time": round(found["seconds"] / official["seconds"], 3),
+                    "peak_rss": round(found["peak_rss_mb"] / official["peak_rss_mb"], 3),
+                }
+            save()
+    results["loadavg_at_end"] = os.getloadavg()
+    save()
+    print(json.dumps(results, indent=1))
+    print(markdown(results), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

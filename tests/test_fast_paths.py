@@ -1,0 +1,262 @@
+"""Every fast path gives the fp32 reference's outputs: recomputing window attention, activation checkpointing
+(identical gradients, BatchNorm statistics updated once), the one-stem K-prompt path, the loss without one-hot,
+the fused AdamW, bf16 autocast (stated agreement), and the Predictor's input rules (issue 13 cases 9 and 10)."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from rsam.losses import SegmentationLoss
+from rsam.models import RemoteSAMConfig, SwinConfig, TextConfig, build_model
+from rsam.models.swin import window_attention
+from rsam.predict import ImageTooLarge, Predictor, postprocess, upsample_nearest
+from rsam.text import Tokenizer
+
+
+def small_config(**overrides) -> RemoteSAMConfig:
+    """A 64² model with shifted windows, padding (16² tokens, window 6) and a 2-layer text encoder."""
+    return RemoteSAMConfig(
+        image_size=(64, 64),
+        swin=SwinConfig(embed_dim=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4), window_size=6, mlp_ratio=2.0),
+        text=TextConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=32,
+        ),
+        pwam_heads=(1, 2, 1, 2),
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(3)
+    net = build_model(small_config())
+    with torch.no_grad():  # make the logits depend visibly on the text and decide most pixels
+        net.classifier.conv1_1.weight.mul_(50)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer()
+
+
+def reference_attention(q, k, v, bias, mask, scale):
+    """The official formula (lib/backbone.py WindowAttention): (q·scale)@kᵀ + bias (+ mask), softmax, @v."""
+    attn = (q * scale) @ k.transpose(-2, -1) + bias.unsqueeze(0)
+    if mask is not None:
+        nw, heads, n = mask.shape[0], q.shape[1], q.shape[2]
+        attn = (attn.view(-1, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, heads, n, n)
+    return attn.softmax(-1) @ v
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_window_attention_forward_and_gradients_equal_the_formula(shifted):
+    torch.manual_seed(0)
+    batch, windows, heads, n, d = 2, 4, 3, 9, 5
+    q, k, v = (torch.randn(batch * windows, heads, n, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    bias = torch.randn(heads, n, n, dtype=torch.float64, requires_grad=True)
+    mask = torch.randint(0, 2, (windows, n, n)).double() * -100.0 if shifted else None
+    grad = torch.randn(batch * windows, heads, n, d, dtype=torch.float64)
+    ours = window_attention(q, k, v, bias, mask, 0.37)
+    ref = reference_attention(q, k, v, bias, mask, 0.37)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(ours, (q, k, v, bias), grad), torch.autograd.grad(ref, (q, k, v, bias), grad)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def _grads(net, images, ids, mask, target, seed):
+    torch.manual_seed(seed)  # dropout / drop-path masks
+    net.zero_grad(set_to_none=True)
+    loss = SegmentationLoss()(net(images, ids, mask), target)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def test_activation_checkpointing_gives_identical_gradients_and_batchnorm_updates_once():
+    torch.manual_seed(1)
+    plain = build_model(small_config(fusion_drop=0.1)).train()
+    checkpointed = build_model(small_config(fusion_drop=0.1), activation_checkpointing=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    images = torch.randn(2, 3, 64, 64)
+    ids = torch.randint(1000, 3000, (2, 20))
+    mask = torch.ones_like(ids)
+    target = (torch.rand(2, 64, 64) > 0.7).long()
+    loss_a, grads_a = _grads(plain, images, ids, mask, target, seed=7)
+    loss_b, grads_b = _grads(checkpointed, images, ids, mask, target, seed=7)
+    assert loss_a == loss_b
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 100
+    for name in grads_a:
+        assert torch.equal(grads_a[name], grads_b[name]), name
+    # BatchNorm running statistics: updated once per step, as without checkpointing (not again when recomputed)
+    buffers_a, buffers_b = dict(plain.named_buffers()), dict(checkpointed.named_buffers())
+    for name, value in buffers_a.items():
+        assert torch.equal(value, buffers_b[name]), name
+    assert int(buffers_b["classifier.bn1_2.num_batches_tracked"]) == 1
+
+
+def test_one_stem_for_many_prompts_equals_one_forward_per_prompt(model, tokenizer):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    texts = ["trees in the image", "the road on the left", "building in the image", "a small white car", "water"]
+    predictor = Predictor(model, tokenizer)  # chunk_size="auto": batches of 1, 2, ... are timed
+    batched = predictor.predict(image, texts)
+    assert predictor._tuned in (1, 2, 4)
+    from rsam.preprocess import normalize, resize_image
+
+    x = normalize(resize_image(image, (64, 64)))[None]
+    for text, found in zip(texts, batched):
+        ids, mask = tokenizer([text])
+        with torch.no_grad():
+            prob, hard = postprocess(model(x, ids, mask), (50, 70))  # the plain forward, one prompt
+        np.testing.assert_allclose(found.prob, prob[0].numpy(), rtol=0, atol=1e-5)
+        decided = np.abs(prob[0].numpy() - 0.5) > 1e-4
+        assert np.array_equal(found.mask[decided], hard[0].numpy()[decided])
+    fixed = Predictor(model, tokenizer, chunk_size=3).predict(image, texts)
+    for a, b in zip(batched, fixed):
+        np.testing.assert_allclose(a.prob_model, b.prob_model, rtol=0, atol=1e-5)
+    assert np.abs(batched[0].prob - batched[1].prob).max() > 1e-3  # the text reaches the output
+
+
+@pytest.mark.parametrize("size", [(50, 70), (64, 64), (300, 500), (7, 129)])
+def test_lazy_full_size_maps_equal_torch_nearest_interpolation(size):
+    values = np.random.default_rng(1).random((64, 48)).astype(np.float32)
+    expected = F.interpolate(torch.from_numpy(values)[None, None], size=size)[0, 0].numpy()
+    assert np.array_equal(upsample_nearest(values, size), expected)
+
+
+def test_bf16_autocast_agrees_with_fp32(model, tokenizer):
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    texts = ["trees in the image", "the road on the left"]
+    fp32 = Predictor(model, tokenizer, chunk_size=2).predict(image, texts)
+    bf16 = Predictor(model, tokenizer, chunk_size=2, precision="bf16").predict(image, texts)
+    for a, b in zip(fp32, bf16):
+        assert b.prob.dtype == np.float32
+        assert np.abs(a.prob - b.prob).max() < 0.15
+        assert (a.mask == b.mask).mean() > 0.97
+    with pytest.raises(ValueError, match="precision"):
+        Predictor(model, tokenizer, precision="fp8")
+
+
+def test_loss_without_one_hot_equals_the_official_formula_and_its_gradient():
+    torch.manual_seed(4)
+    logits = torch.randn(3, 2, 17, 23, dtype=torch.float64, requires_grad=True)
+    target = (torch.rand(3, 17, 23) > 0.6).long()
+    target[2] = 0  # a sample without foreground
+    ours = SegmentationLoss()(logits, target)
+    # loss/loss.py: 0.9 * CE(weight [0.9, 1.1]) + 0.1 * sum over (sample, class) of 1 - Dice(softmax, one-hot)
+    probs = logits.softmax(1)
+    onehot = F.one_hot(target, 2).permute(0, 3, 1, 2).double()
+    inter, union = (probs * onehot).sum((2, 3)), (probs + onehot).sum((2, 3))
+    dice = (1 - (2 * inter + 1e-6) / (union + 1e-6)).sum()
+    ce = F.cross_entropy(logits, target, weight=torch.tensor([0.9, 1.1], dtype=torch.float64))
+    reference = 0.9 * ce + 0.1 * dice
+    torch.testing.assert_close(ours.double(), reference, rtol=1e-6, atol=0)
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    (g_ref,) = torch.autograd.grad(reference, logits)
+    torch.testing.assert_close(g_ours.double(), g_ref, rtol=1e-4, atol=1e-7)
+
+
+def test_fused_adamw_matches_the_reference_update():
+    from rsam.lit.module import RemoteSAMModule
+
+    module = RemoteSAMModule(small_config().to_dict(), {"lr": 1e-3})
+    optimizer = module.make_optimizer()
+    assert optimizer.defaults["fused"]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    reference = torch.optim.AdamW(
+        [{**g, "params": [p.detach().clone().requires_grad_() for p in g["params"]]} for g in optimizer.param_groups]
+    )
+    twins = [p for group in reference.param_groups for p in group["params"]]
+    for _ in range(2):
+        for p, q in zip(params, twins):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        optimizer.step()
+        reference.step()
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+
+
+def test_model_runtime_recipe_fields_reach_the_module():
+    from rsam.lit.build import build_module
+    from rsam.recipes import load_recipe, model_config
+
+    recipe = load_recipe("demo", ["model.activation_checkpointing=true"], check_files=False)
+    module = build_module(recipe, initialise=False)
+    assert module.model.activation_checkpointing and not module.runtime["compile"]
+    assert "activation_checkpointing" not in model_config(recipe).to_dict()  # not part of the architecture
+
+
+def test_bf16_mixed_training_step_keeps_the_loss_float32(model):
+    net = build_model(small_config()).train()
+    ids = torch.randint(1000, 3000, (2, 20))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = net(torch.randn(2, 3, 64, 64), ids, torch.ones_like(ids))
+        loss = SegmentationLoss()(logits, torch.zeros(2, 64, 64, dtype=torch.long))
+    assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    loss.backward()
+    assert all(p.grad.dtype == torch.float32 for p in net.parameters() if p.grad is not None)
+
+
+# ---- issue 13, cases 9 and 10: bounded memory for plain images, text rules ------------------------------------------
+def test_a_plain_image_above_the_limit_gets_one_line_pointing_to_tiling(model, tokenizer, tmp_path):
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(path)
+    predictor = Predictor(model, tokenizer, max_pixels=2000)
+    for image in (path, str(path), np.zeros((40, 60, 3), np.uint8)):
+        with pytest.raises(ImageTooLarge, match=r"60x40 .* limit .*rsam segment SCENE\.tif --tile") as err:
+            predictor.predict(image, "a car")
+        assert "\n" not in str(err.value)
+
+
+def test_pil_decompression_bomb_becomes_the_same_message(model, tokenizer, tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses files above 2x this before decoding
+    with pytest.raises(ImageTooLarge, match=r"bomb\.png: larger than PIL's decompression limit .* --tile"):
+        Predictor(model, tokenizer).predict(path, "a car")
+
+
+def test_prompt_count_does_not_multiply_full_size_copies(model, tokenizer):
+    image = np.zeros((300, 400, 3), np.uint8)
+    found = Predictor(model, tokenizer, chunk_size=2).predict(image, ["a car", "a road", "a tree"])
+    for item in found:  # only model-size maps are held per prompt; full size is made when read
+        assert item.prob_model.shape == (64, 64) and item.prob_model.nbytes == 64 * 64 * 4
+        assert item.prob.shape == (300, 400) and item.mask.dtype == np.uint8
+
+
+def test_empty_text_is_refused_and_all_unknown_text_warns(model, tokenizer, caplog):
+    image = np.zeros((20, 20, 3), np.uint8)
+    predictor = Predictor(model, tokenizer)
+    for bad in ("", "   ", ["a car", "\t"]):
+        with pytest.raises(ValueError, match="expression .* is empty"):
+            predictor.predict(image, bad)
+    with caplog.at_level(logging.WARNING, logger="rsam.text"):
+        predictor.predict(image, ["\u2603\u2603 \u16a0", "a car"])
+    warned = [r.getMessage() for r in caplog.records if "unknown" in r.getMessage()]
+    assert len(warned) == 1 and "\u2603" in warned[0]
+
+
+def test_mlp_with_recomputed_gelu_equals_the_two_op_composition():
+    from rsam.models.swin import Mlp
+
+    torch.manual_seed(5)
+    mlp = Mlp(6, 12).double()
+    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    ours = mlp(x)  # grad enabled: the recomputing path
+    ref = mlp.fc2(F.gelu(mlp.fc1(x)))
+    grad = torch.randn_like(ours)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    params = (x, mlp.fc1.weight, mlp.fc2.weight, mlp.fc2.bias)
+    for a, b in zip(torch.autograd.grad(ours, params, grad), torch.autograd.grad(ref, params, grad)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
