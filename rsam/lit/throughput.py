@@ -4,8 +4,10 @@
 rates over a sliding window and logs ``train|samples_per_sec``, ``train|device|flops_per_sec``,
 ``train|device|mfu``, ... to every logger, wandb included) with what it leaves to the user:
 
-- ``flops_per_batch``: measured once per (stage, batch size) with ``measure_flops`` on a meta-device copy of the
-  network (no memory, no compute): forward + loss + backward in training, forward only in validation/test;
+- ``flops_per_batch``: measured at setup, on every rank and before the strategy wraps the model (a meta-device
+  network run later, on rank 0 alone, desynchronises DeepSpeed ZeRO-3's module trace), with ``measure_flops`` on a
+  meta-device copy of the network, per sample (no memory, no compute): forward + loss + backward for training,
+  forward only for validation/test; a batch costs its size times that (nothing in the network mixes samples);
 - the peak FLOP/s of a device for MFU: Lightning's table for GPUs; on CPU, which it has no figure for, a dense
   matmul in the training dtype measured once at setup (so CPU MFU is a fraction of what this machine achieves on a
   large matmul, not of a datasheet figure);
@@ -80,7 +82,7 @@ class TrainingThroughput(ThroughputMonitor):
     def __init__(self, window_size: int | None = None):
         super().__init__(batch_size_fn=batch_size, separator=SEPARATOR)
         self.window_size = window_size
-        self._flops: dict[tuple[bool, int], int] = {}
+        self._flops: dict[bool, int] = {}  # FLOPs of one sample: training (forward + loss + backward) / forward
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.kwargs["window_size"] = self.window_size or min(20, max(2, int(trainer.log_every_n_steps)))
@@ -92,13 +94,14 @@ class TrainingThroughput(ThroughputMonitor):
             log.info("MFU reference on CPU: a %s matmul at %.1f GFLOP/s", dtype, self.available_flops / 1e9)
         for throughput in self._throughputs.values():
             throughput.available_flops = self.available_flops
+        for training in (True, False):
+            if training not in self._flops:
+                loss = pl_module.criterion if training else None
+                # counted at batch 2 (BatchNorm refuses one value per channel in training), per sample
+                self._flops[training] = model_flops(pl_module.model_config, 2, training, loss) // 2
 
     def _flops_per_batch(self, pl_module, training: bool, size: int) -> int:
-        key = (training, size)
-        if key not in self._flops:
-            loss = pl_module.criterion if training else None
-            self._flops[key] = model_flops(pl_module.model_config, size, training, loss)
-        return self._flops[key]
+        return self._flops[training] * size
 
     @torch.inference_mode(False)
     def _update(self, trainer, pl_module, batch, iter_num: int) -> None:

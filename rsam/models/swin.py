@@ -27,9 +27,15 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.fc1(x)
-        if self.drop.p == 0.0 and torch.is_grad_enabled():
+        if self.drop.p == 0.0 and torch.is_grad_enabled() and not _partitioned(self.fc2.weight):
             return gelu_linear(hidden, self.fc2.weight, self.fc2.bias)
         return self.drop(self.fc2(self.drop(self.act(hidden))))
+
+
+def _partitioned(param: torch.Tensor) -> bool:
+    """True for a parameter sharded by DeepSpeed ZeRO-3 (it carries ``ds_id`` and is gathered only while its own
+    module's forward runs), so it must be used through that module, not read directly."""
+    return hasattr(param, "ds_id")
 
 
 class _GeluLinearFunction(torch.autograd.Function):
