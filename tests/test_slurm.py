@@ -3,7 +3,8 @@ and nodeB; CI starts one and exports RSAM_SLURM_CONF): a 2-task CPU DDP job fini
 that gets the requeue signal mid-run (``scancel --signal=USR1``) saves Lightning's requeue checkpoint, is requeued,
 resumes from it and completes; ``fit_multinode.sbatch`` on both nodes (1 task per node, srun + Lightning's
 SLURMEnvironment) gets its ranks and MASTER_ADDR/PORT from Slurm, is requeued mid-run and ends bit-identical to an
-uninterrupted 2-process run (issue 13, case 14)."""
+uninterrupted 2-process run (issue 13, case 14); ``predict.sbatch`` splits GeoTIFF tiles across 2 tasks and
+equals a single-process run (issue 15)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -255,3 +257,43 @@ def test_two_node_job_ranks_requeue_and_exact_resume(tiny, tmp_path):
     for key in ("state_dict", "optimizer_states", "lr_schedulers"):
         assert_same_tensors(expected[key], actual[key], key)  # bit-identical after the requeue
     print(f"\n[slurm] two-node job {job}: {time.time() - started:.1f} s from sbatch to completion, requeue included")
+
+
+def test_predict_sbatch_splits_tiles_across_tasks_and_equals_one_process(tmp_path):
+    """``slurm/predict.sbatch`` (issue 15): 2 tasks under srun + Lightning's SLURM environment write every tile once
+    between them, and the assembled GeoTIFF equals a single-process ``rsam segment`` of the same scene to one uint8
+    level (the DDP and single-process paths batch tiles differently)."""
+    import numpy as np
+    import rasterio
+    from helpers.benchmark_loop import save_tiny_model
+    from helpers.geo_data import write_raster
+
+    from rsam.geo.tiling import TileGrid
+
+    model = save_tiny_model(tmp_path / "model")
+    data = np.random.default_rng(1).integers(1, 255, (3, 150, 140)).astype(np.uint8)
+    scene = write_raster(tmp_path / "scene.tif", data)
+    args = ["--model", str(model), "--prompt", "red roofs", "--tile", "64", "--overlap", "16"]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    out = tmp_path / "slurm" / "scene.tif"
+    job = _submit(
+        logs, *args, "-o", str(out), str(scene), script="slurm/predict.sbatch", env={"RSAM_ACCELERATOR": "cpu"}
+    )
+    log = logs / f"rsam-predict-{job}.out"
+    _wait_gone(job, 300, log)
+    assert _job_field(job, "JobState") == "COMPLETED", _tail(log)
+    summary = json.loads([line for line in log.read_text().splitlines() if line.startswith('{"tiles_predicted"')][-1])
+    expected = len(list(TileGrid(140, 150, 64, 16).tiles()))
+    assert summary["world_size"] == 2 and summary["tiles_predicted"] == expected
+    assert "rank 0 wrote" in log.read_text() and "rank 1 wrote" in log.read_text()
+    single = tmp_path / "single.tif"
+    result = subprocess.run(
+        [sys.executable, "-m", "rsam.cli.main", "segment", *args, "-o", str(single), str(scene)],
+        capture_output=True, text=True, timeout=300, env=_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with rasterio.open(out) as a, rasterio.open(single) as b, rasterio.open(scene) as src:
+        assert a.crs == src.crs and a.transform == src.transform
+        diff = np.abs(a.read().astype(int) - b.read().astype(int))
+    assert diff.max() <= 1, f"max difference {diff.max()} uint8 levels"
