@@ -22,15 +22,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from helpers.lit_runs import tiny_setup
-from helpers.resume_checks import assert_same_tensors
-from helpers.shard_utils import HELPERS, subprocess_env
+from helpers.resume_checks import assert_same_tensors, hooked_fit
+from helpers.shard_utils import subprocess_env
 
 from rsam.lit.checkpointing import (
     LOCK_NAME,
@@ -47,21 +46,8 @@ SCRATCH_KEYS = ("global_step", "state_dict", "optimizer_states", "lr_schedulers"
 
 
 def _command(recipe: Path, run: Path, record: Path, pause_at: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(HELPERS / "fit_hooks.py"),
-        str(record),
-        str(pause_at),
-        "fit",
-        "--config",
-        str(recipe),
-        "--no-wandb",
-        f"trainer.max_steps={STEPS}",
-        "trainer.deterministic=true",
-        "model.swin.drop_path_rate=0.2",
-        f"trainer.default_root_dir={run}",
-        *extra,
-    ]
+    overrides = (f"trainer.max_steps={STEPS}", "trainer.deterministic=true", "model.swin.drop_path_rate=0.2")
+    return hooked_fit(recipe, run, record, pause_at, *overrides, *extra)
 
 
 def _start(command: list[str], **env: str) -> subprocess.Popen:

@@ -10,33 +10,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 from helpers.lit_runs import tiny_setup
-from helpers.shard_utils import HELPERS, subprocess_env
+from helpers.resume_checks import hooked_fit
+from helpers.shard_utils import subprocess_env
 
 STEPS = 8
 
 
 def _command(recipe: Path, run: Path, record: Path, pause_at: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(HELPERS / "fit_hooks.py"),
-        str(record),
-        str(pause_at),
-        "fit",
-        "--config",
-        str(recipe),
-        "--no-wandb",
-        "trainer.devices=2",
-        "trainer.strategy=ddp",
-        f"trainer.max_steps={STEPS}",
-        f"trainer.default_root_dir={run}",
-        *extra,
-    ]
+    overrides = ("trainer.devices=2", "trainer.strategy=ddp", f"trainer.max_steps={STEPS}")
+    return hooked_fit(recipe, run, record, pause_at, *overrides, *extra)
 
 
 def _start(command: list[str]) -> subprocess.Popen:

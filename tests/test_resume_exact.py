@@ -12,37 +12,23 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from helpers.lit_runs import tiny_setup
-from helpers.resume_checks import assert_same_tensors, load_state, read_order
-from helpers.shard_utils import HELPERS, subprocess_env
+from helpers.resume_checks import assert_same_tensors, hooked_fit, load_state, read_order
+from helpers.shard_utils import subprocess_env
 
 STEPS, STOP_AT = 6, 3  # 2 batches per epoch and rank: the stop is mid-epoch (epoch 1, after its first batch)
 STRATEGIES = {"ddp": ["trainer.strategy=ddp"], "zero3": ["trainer.strategy=deepspeed", "deepspeed.stage=3"]}
 
 
 def _command(recipe: Path, run: Path, record: Path, pause_at: int, strategy: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(HELPERS / "fit_hooks.py"),
-        str(record),
-        str(pause_at),
-        "fit",
-        "--config",
-        str(recipe),
-        "--no-wandb",
-        "trainer.devices=2",
-        f"trainer.max_steps={STEPS}",
-        "trainer.deterministic=true",
-        "model.swin.drop_path_rate=0.2",
-        f"trainer.default_root_dir={run}",
-        *STRATEGIES[strategy],
-        *extra,
-    ]
+    overrides = ("trainer.devices=2", f"trainer.max_steps={STEPS}", "trainer.deterministic=true")
+    return hooked_fit(
+        recipe, run, record, pause_at, *overrides, "model.swin.drop_path_rate=0.2", *STRATEGIES[strategy], *extra
+    )
 
 
 def _run(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:

@@ -4,11 +4,21 @@ comparison, the data order a run recorded (``tests/helpers/fit_hooks.py``)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from rsam.lit.strategies import consolidate_checkpoint
+
+HOOKS = Path(__file__).resolve().parent / "fit_hooks.py"
+
+
+def hooked_fit(recipe: Path, run: Path, record: Path, pause_at: int, *args: str) -> list[str]:
+    """``rsam fit`` under ``fit_hooks.py`` (records the data order in ``record``, pauses at step ``pause_at`` for a
+    signal; 0: never), offline, into ``run``; ``args``: dotted overrides and options."""
+    return [sys.executable, str(HOOKS), str(record), str(pause_at), "fit", "--config", str(recipe), "--no-wandb",
+            f"trainer.default_root_dir={run}", *args]  # fmt: skip
 
 
 def load_state(path: Path, scratch: Path) -> dict:
