@@ -186,7 +186,8 @@ def main() -> None:
                     entry["figures"][name] = {"error": f"skipped: MemAvailable {free:.1f} GiB < {need:.1f} GiB"}
                     continue
                 print(f"[side_by_side] round {round_index + 1} {spec} {name} ...", file=sys.stderr, flush=True)
-                entry["figures"][name] = figures(run_json(command, args.timeout), job)
+                env = {**os.environ, "OFFICIAL_ROOT": str(Path(args.official_root).resolve())}
+                entry["figures"][name] = figures(run_json(command, args.timeout, env=env), job)
                 save()
             official = entry["figures"]["official"]
             entry["ratios"] = {}
