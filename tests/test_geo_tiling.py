@@ -206,3 +206,97 @@ def test_scene_wide_inner_box_rule_equals_the_official_matrix():
     flags = inner_box_flags(coords)
     kept = remove_inner_boxes(Boxes(coords, np.arange(len(coords), dtype=np.float64))).scores.astype(int)
     assert sorted(np.flatnonzero(~flags)) == sorted(kept) and flags.sum() > 20
+
+
+def _dots(height: int, width: int) -> np.ndarray:
+    """6x6 objects every 12 px, placed so that every window seam (rows 48k, block seams at 96k columns for 64 px
+    tiles with 16 px overlap) cuts a row or column of them, plus one L-shaped object along the top and left edges
+    that crosses every seam."""
+    mask = np.zeros((height, width), np.uint8)
+    for y in range(9, height - 8, 12):
+        for x in range(9, width - 8, 12):
+            mask[y : y + 6, x : x + 6] = 1
+    mask[2, 2:] = 1
+    mask[2:, 2] = 1
+    return mask
+
+
+def _watch_open_state(mask: np.ndarray, block_tiles: int, transform=None):
+    """Feed ``mask`` (probability 0.9 / 0.1) window by window; after each window, the collector's counts and the
+    independent ones from a seen-pixel map: components of the seen foreground, and those with a pixel next to an
+    unseen pixel (8-connectivity), the only ones a window to come can still join."""
+    height, width = mask.shape
+    prob = np.where(mask > 0, 0.9, 0.1).astype(np.float32)
+
+    def runner(tiles):
+        out = []
+        for t in tiles:
+            crop = np.zeros((1, t.size, t.size), np.float32)
+            region = prob[t.y : t.y + t.size, t.x : t.x + t.size]
+            crop[0, : region.shape[0], : region.shape[1]] = region
+            out.append(TileResult(np.ones((t.size, t.size), bool), crop))
+        return out
+
+    collector = InstanceCollector(["dot"], width, height, transform)
+    seen = np.zeros((height, width), np.uint8)
+    trace = []
+
+    def sink(window, probs, valid):
+        collector(window, probs, valid)
+        x, y, w, h = (int(v) for v in (window.col_off, window.row_off, window.width, window.height))
+        seen[y : y + h, x : x + w] = 1
+        count, labels = cv2.connectedComponents(mask & seen, connectivity=8)
+        near_unseen = cv2.dilate(1 - seen, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        touching = len(np.unique(labels[(near_unseen > 0) & (labels > 0)]))
+        trace.append((collector.open_objects[0], touching, collector.finished[0], count - 1, collector.seam_windows))
+
+    blend_scene(width, height, TileGrid(width, height, 64, 16), runner, 1, sink, block_tiles=block_tiles)
+    return collector, trace
+
+
+@pytest.mark.parametrize("block_tiles", [8, 2])
+def test_open_state_is_bounded_by_the_seams_while_finished_objects_grow(block_tiles):
+    short, tall = _dots(240, 336), _dots(960, 336)
+    runs = {}
+    for name, mask in (("short", short), ("tall", tall)):
+        collector, trace = _watch_open_state(mask, block_tiles)
+        for held, touching, finished, seen_objects, _ in trace:
+            assert held == touching  # only objects on the open seam are held ...
+            assert finished == seen_objects - touching  # ... every other object seen so far is finished
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        found = collector.instances(m2b=False)
+        assert collector.open_objects == [0] and collector.open_pieces == [0] and collector.finished == [count - 1]
+        assert sorted(i.bbox_px for i in found) == sorted((x, y, x + w, y + h) for x, y, w, h, _ in stats[1:].tolist())
+        assert sorted(i.area_px for i in found) == sorted(stats[1:, cv2.CC_STAT_AREA].tolist())
+        runs[name] = (max(t[0] for t in trace), max(t[4] for t in trace), count - 1)
+    (held_short, seams_short, objects_short), (held_tall, seams_tall, objects_tall) = runs["short"], runs["tall"]
+    assert objects_tall > 3.5 * objects_short
+    if block_tiles == 8:  # one column block (336 px = 7 tile columns): the open seam is one row of windows
+        assert held_tall == held_short < objects_short / 4 and seams_tall == seams_short
+    else:  # several blocks: the block seam column stays open until the next block reaches it, so it grows with the
+        # height (2 px wide: objects on it), but not with the objects finished elsewhere
+        assert held_tall < objects_tall / 8 and seams_tall < 4 * seams_short
+
+
+def test_vectors_written_in_batches_equal_one_write(tmp_path):
+    import pyogrio
+    import shapely
+    from rasterio.crs import CRS
+
+    from rsam.geo.vectors import write_instances
+
+    transform = rasterio.transform.from_origin(500000, 4000000, 0.5, 0.5)
+    collector, _ = _watch_open_state(_dots(200, 260), 2, transform)
+    crs = CRS.from_epsg(32633)
+    with collector:
+        one = write_instances(
+            tmp_path / "one.gpkg", collector.instances(m2b=False), crs
+        )  # M2B: every dot is in the L's box
+        many = write_instances(tmp_path / "many.gpkg", collector.iter_instances(m2b=False), crs, batch=7)
+    (meta1, _, geom1, fields1), (meta2, _, geom2, fields2) = pyogrio.raw.read(one), pyogrio.raw.read(many)
+    assert pyogrio.read_info(many)["crs"] == "EPSG:32633" and len(geom2) == len(geom1) > 7 * 5
+    assert meta1["fields"].tolist() == meta2["fields"].tolist()
+    for a, b in zip(fields1, fields2):
+        np.testing.assert_array_equal(a, b)
+    assert np.array_equal(fields2[0], np.arange(1, len(geom2) + 1))  # ids 1..N across the batches
+    assert all(shapely.from_wkb(a).equals_exact(shapely.from_wkb(b), 0) for a, b in zip(geom1, geom2))

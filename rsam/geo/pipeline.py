@@ -43,6 +43,18 @@ def predictor_tile_fn(predictor, prompts: Sequence[str]) -> TileFn:
     return run
 
 
+class Counted:
+    """An iterable that counts the items it hands out."""
+
+    def __init__(self, items):
+        self.items, self.count = items, 0
+
+    def __iter__(self):
+        for item in self.items:
+            self.count += 1
+            yield item
+
+
 class ModelTileRunner:
     """Reads each tile's window from the scene and runs ``fn`` on it; tiles without valid pixels are not run."""
 
@@ -90,7 +102,10 @@ def segment_scene(
         kind=options.kind,
         cog=options.cog,
     )
-    collector = InstanceCollector(prompts, scene.width, scene.height, scene.transform) if vectors else None
+    collector = None
+    if vectors:  # its temporary files (finished objects) next to the vectors
+        Path(vectors).parent.mkdir(parents=True, exist_ok=True)
+        collector = InstanceCollector(prompts, scene.width, scene.height, scene.transform, Path(vectors).parent)
 
     def sink(window, probs, valid):
         writer.write(window, probs, valid)
@@ -112,6 +127,8 @@ def segment_scene(
             )
     except BaseException:
         writer.abort()
+        if collector is not None:
+            collector.close()
         raise
     writer.close()
     summary = {
@@ -127,9 +144,11 @@ def segment_scene(
         "empty_tiles": stats.empty,
     }
     if collector is not None:
-        objects = collector.instances(m2b=instances)
-        features = objects if instances else dissolve(objects, prompts)
-        write_instances(vectors, features, scene.crs)
-        summary.update(vectors=str(vectors), features=len(features))
+        with collector:  # instances stream from the collector's files to the vectors; dissolving needs them all
+            objects = collector.iter_instances(m2b=instances)
+            features = Counted(objects if instances else dissolve(list(objects), prompts))
+            write_instances(vectors, features, scene.crs)
+        log.info("%s: %d objects, at most %d held open", scene.path.name, features.count, collector.most_open)
+        summary.update(vectors=str(vectors), features=features.count)
     summary["seconds"] = round(time.perf_counter() - start, 2)
     return summary
