@@ -28,11 +28,11 @@ def run(args) -> int:
     scene, fn, model = scene_and_fn(args)
     with scene:
         tile, overlap = tile_size(args, model)
-        collector = InstanceCollector(args.prompts, scene.width, scene.height, scene.transform)
         grid = TileGrid(scene.width, scene.height, tile, overlap)
         runner = ModelTileRunner(scene, fn, len(args.prompts))
-        blend_scene(scene.width, scene.height, grid, runner, len(args.prompts), collector, blend=args.blend)
-        objects = collector.instances(m2b=False)
+        with InstanceCollector(args.prompts, scene.width, scene.height, scene.transform) as collector:
+            blend_scene(scene.width, scene.height, grid, runner, len(args.prompts), collector, blend=args.blend)
+            objects = collector.instances(m2b=False)
         transform, crs = scene.transform, scene.crs
     for prompt in args.prompts:
         boxes = [o.bbox_px for o in objects if o.prompt == prompt]

@@ -22,7 +22,7 @@ pieces of the *open* objects, those with a pixel on a border line whose neighbou
 surroundings have all been seen is dropped; an object none of whose pixels can touch a window to come is finished:
 its pieces are unioned, mapped, and its geometry (WKB) and one fixed-size record (box, score, area) go to temporary
 files, so the pieces, labels and union-find entries of finished objects are released. The scene-wide M2B then runs on
-the records (five numbers per object) and the geometries are read back one at a time when the vectors are written.
+the records (80 bytes per object) and the geometries are read back one at a time when the vectors are written.
 """
 
 from __future__ import annotations
