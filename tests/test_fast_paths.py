@@ -12,7 +12,7 @@ from PIL import Image
 
 from rsam.losses import SegmentationLoss
 from rsam.models import RemoteSAMConfig, SwinConfig, TextConfig, build_model
-from rsam.models.swin import window_attention
+from rsam.models.swin import SwinBlock, norm_mlp, window_attention
 from rsam.predict import ImageTooLarge, Predictor, postprocess, upsample_nearest
 from rsam.text import Tokenizer
 
@@ -73,12 +73,84 @@ def test_window_attention_forward_and_gradients_equal_the_formula(shifted):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, "bf16-autocast"])
+def test_swin_mlp_branch_recomputed_in_backward_equals_the_plain_modules(dtype):
+    """norm2 -> fc1 -> GELU -> fc2 with the norm and fc1 recomputed in backward: the plain modules' outputs and
+    gradients (for x and all six parameters), in float64 and under bf16 autocast."""
+    torch.manual_seed(0)
+    block = SwinBlock(32, 2, 6, 3, 4.0, True, 0.0, 1e-5)
+    with torch.no_grad():
+        for p in block.norm2.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # a non-trivial affine step
+    block = block.double() if dtype == torch.float64 else block
+    x = torch.randn(2, 100, 32, dtype=block.norm2.weight.dtype, requires_grad=True)
+    grad = torch.randn(2, 100, 32, dtype=x.dtype)
+    params = [x, *block.norm2.parameters(), *block.mlp.parameters()]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype != torch.float64):
+        ours = norm_mlp(block.norm2, block.mlp, x)
+        plain = block.mlp(block.norm2(x))
+    assert ours.grad_fn is not None and "NormMlp" in type(ours.grad_fn).__name__
+    assert ours.dtype == plain.dtype
+    torch.testing.assert_close(ours, plain, rtol=0, atol=1e-12)
+    for a, b in zip(
+        torch.autograd.grad(ours.to(x.dtype), params, grad), torch.autograd.grad(plain.to(x.dtype), params, grad)
+    ):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-6)
+
+
 def _grads(net, images, ids, mask, target, seed):
     torch.manual_seed(seed)  # dropout / drop-path masks
     net.zero_grad(set_to_none=True)
     loss = SegmentationLoss()(net(images, ids, mask), target)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def _saved_bytes_and_grads(net, images, ids, mask, target):
+    """Bytes autograd keeps for backward (distinct storages, parameters excluded) and the gradients."""
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    storages = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            storages[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        torch.manual_seed(7)
+        net.zero_grad(set_to_none=True)
+        loss = SegmentationLoss()(net(images, ids, mask), target)
+    loss.backward()
+    return sum(storages.values()), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def test_training_recompute_regions_keep_the_gradients_and_save_less(monkeypatch):
+    """The always-on recompute regions (fusion + gates, rotated-conv routing, upsample + concat before each decoder
+    conv) and the MLP branch: bit-identical gradients and BatchNorm statistics to the plain autograd graph, and
+    fewer bytes kept for backward."""
+    import rsam.models.decoder as decoder
+    import rsam.models.remotesam as remotesam
+    import rsam.models.swin as swin
+
+    torch.manual_seed(1)
+    fast = build_model(small_config(fusion_drop=0.1)).train()
+    plain = build_model(small_config(fusion_drop=0.1)).train()
+    plain.load_state_dict(fast.state_dict())
+    images, ids = torch.randn(2, 3, 64, 64), torch.randint(1000, 3000, (2, 20))
+    mask, target = torch.ones_like(ids), (torch.rand(2, 64, 64) > 0.7).long()
+    fast_bytes, fast_grads = _saved_bytes_and_grads(fast, images, ids, mask, target)
+    for module in (decoder, remotesam):
+        monkeypatch.setattr(module, "training_recompute", lambda *args: False)
+    monkeypatch.setattr(swin, "norm_mlp", lambda norm, mlp, x: mlp(norm(x)))
+    plain_bytes, plain_grads = _saved_bytes_and_grads(plain, images, ids, mask, target)
+    assert fast_grads.keys() == plain_grads.keys() and len(fast_grads) > 100
+    for name in fast_grads:
+        assert torch.equal(fast_grads[name], plain_grads[name]), name
+    for (name, a), b in zip(fast.named_buffers(), plain.buffers()):
+        assert torch.equal(a, b), name
+    assert fast_bytes < 0.75 * plain_bytes, (fast_bytes, plain_bytes)
 
 
 def test_activation_checkpointing_gives_identical_gradients_and_batchnorm_updates_once():

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsam.models.norms import BatchNorm2d, LayerNorm
+from rsam.models.recompute import checkpointed, training_recompute
 
 ROTATION_RANGE_DEG = 40.0
 
@@ -128,10 +129,14 @@ class RoutingFunction(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (alpha, theta), each (B, kernel_number); theta in radians."""
-        pooled = F.relu(self.norm(self.dwc(x))).mean(dim=(2, 3))
+        # a recompute region in training: the depthwise conv, norm and ReLU maps (3 x C x H x W) only feed a mean
+        pooled = checkpointed(self, x, call=self._pooled) if training_recompute(self, x) else self._pooled(x)
         alpha = torch.sigmoid(self.fc_alpha(self.dropout1(pooled)))
         theta = F.softsign(self.fc_theta(self.dropout2(pooled))) * self.proportion
         return alpha, theta
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.dwc(x))).mean(dim=(2, 3))
 
 
 class AdaptiveRotatedConv2d(nn.Module):
@@ -171,12 +176,22 @@ class SimpleDecoding(nn.Module):
             self.add_module(f"bn2_{level}", BatchNorm2d(hidden))
         self.conv1_1 = nn.Conv2d(hidden, num_classes, 1)
 
-    def _step(self, level: int, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(getattr(self, f"bn1_{level}")(getattr(self, f"conv1_{level}")(x)))
+    def _conv1(self, level: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return getattr(self, f"conv1_{level}")(torch.cat([_upsample_to(x, skip), skip], dim=1))
+
+    def _step(self, level: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        if training_recompute(self, x, skip):
+            # the upsampled, concatenated conv input (the widest map at each level) is rebuilt in backward from
+            # the small map and the skip; the recomputation stops before the conv itself (rsam.models.recompute)
+            conv = getattr(self, f"conv1_{level}")
+            x = checkpointed(conv, x, skip, call=lambda a, b: self._conv1(level, a, b))
+        else:
+            x = self._conv1(level, x, skip)
+        x = F.relu(getattr(self, f"bn1_{level}")(x))
         return F.relu(getattr(self, f"bn2_{level}")(getattr(self, f"conv2_{level}")(x)))
 
     def forward(self, c4: torch.Tensor, c3: torch.Tensor, c2: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
-        x = self._step(4, torch.cat([_upsample_to(c4, c3), c3], dim=1))
-        x = self._step(3, torch.cat([_upsample_to(x, c2), c2], dim=1))
-        x = self._step(2, torch.cat([_upsample_to(x, c1), c1], dim=1))
+        x = self._step(4, c4, c3)
+        x = self._step(3, x, c2)
+        x = self._step(2, x, c1)
         return self.conv1_1(x)

@@ -16,8 +16,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.checkpoint import checkpoint
 
 from rsam.models.bert import BertTextEncoder
 from rsam.models.cim import CIM
@@ -25,6 +23,7 @@ from rsam.models.config import RemoteSAMConfig
 from rsam.models.decoder import SimpleDecoding
 from rsam.models.fusion import PWAM, VariousReceptive, tanh_gate
 from rsam.models.norms import LayerNorm
+from rsam.models.recompute import checkpointed, training_recompute
 from rsam.models.swin import PatchEmbed, PatchMerging, SwinBlock, shifted_window_mask
 
 
@@ -34,31 +33,6 @@ class ImageStem(NamedTuple):
     tokens: torch.Tensor
     h: int
     w: int
-
-
-def checkpointed(module: nn.Module, *args):
-    """``module(*args)`` under non-reentrant activation checkpointing (RNG state preserved, so dropout and drop-path
-    draw the same masks when recomputed). BatchNorm running statistics are restored after the recomputation, so
-    they are updated once per step, as without checkpointing."""
-    norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
-    calls = 0
-
-    def run(*inputs):
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            return module(*inputs)
-        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
-        try:  # the recomputation may stop early (by an exception) once it has what the backward needs
-            return module(*inputs)
-        finally:
-            with torch.no_grad():
-                for m, (mean, var, count) in zip(norms, saved):
-                    m.running_mean.copy_(mean)
-                    m.running_var.copy_(var)
-                    m.num_batches_tracked.copy_(count)
-
-    return checkpoint(run, *args, use_reentrant=False, preserve_rng_state=True)
 
 
 class MultiModalStage(nn.Module):
@@ -103,13 +77,22 @@ class MultiModalStage(nn.Module):
 
     def fuse(self, x: torch.Tensor, h: int, w: int, words: torch.Tensor, word_mask: torch.Tensor):
         """PWAM + intra-scale branch + gates + PatchMerging on the blocks' output ``x`` (which may be a batch-1
-        tensor expanded over the prompts) -> (PWAM output (B, h*w, C), trunk for the next stage, its h, its w)."""
-        v_res = self.visual_residual(x, h, w)
-        x_res = self.fusion(x, words, word_mask)
-        x = x + self.res_gate(x_res) * x_res + self.visual_gate(v_res) * v_res
+        tensor expanded over the prompts) -> (PWAM output (B, h*w, C), trunk for the next stage, its h, its w).
+
+        In training the fusion and gates are a recompute region (:mod:`rsam.models.recompute`): their 1x1 convs and
+        linears are cheap, their full-resolution activations are not (≈ 0.7 GB at 896², batch 1)."""
+        if training_recompute(self, x):
+            x_res, x = checkpointed(self, x, h, w, words, word_mask, call=self._fuse_trunk)
+        else:
+            x_res, x = self._fuse_trunk(x, h, w, words, word_mask)
         if self.downsample is None:
             return x_res, x, h, w
         return x_res, self.downsample(x, h, w), (h + 1) // 2, (w + 1) // 2
+
+    def _fuse_trunk(self, x: torch.Tensor, h: int, w: int, words: torch.Tensor, word_mask: torch.Tensor):
+        v_res = self.visual_residual(x, h, w)
+        x_res = self.fusion(x, words, word_mask)
+        return x_res, x + self.res_gate(x_res) * x_res + self.visual_gate(v_res) * v_res
 
     def forward(self, x: torch.Tensor, h: int, w: int, words: torch.Tensor, word_mask: torch.Tensor):
         """-> (PWAM output (B, h*w, C), trunk for the next stage, its h, its w)."""

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsam.models.norms import LOW_PRECISION, LayerNorm, autocast_dtype, autocast_off
+from rsam.models.norms import LOW_PRECISION, LayerNorm, autocast_dtype, autocast_off, fp32
 
 SHIFT_MASK_FILL = -100.0
 
@@ -26,10 +26,7 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.fc1(x)
-        if self.drop.p == 0.0 and torch.is_grad_enabled() and not _partitioned(self.fc2.weight):
-            return gelu_linear(hidden, self.fc2.weight, self.fc2.bias)
-        return self.drop(self.fc2(self.drop(self.act(hidden))))
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 def _partitioned(param: torch.Tensor) -> bool:
@@ -38,35 +35,74 @@ def _partitioned(param: torch.Tensor) -> bool:
     return hasattr(param, "ds_id")
 
 
-class _GeluLinearFunction(torch.autograd.Function):
-    """``linear(gelu(h), W, b)`` keeping only ``h`` for backward (GELU is recomputed there): the MLP's widest
-    activation (4·C per token) is saved once instead of twice. Gradients are those of the two-op composition."""
+class _NormMlpFunction(torch.autograd.Function):
+    """``fc2(gelu(fc1(layer_norm(x))))`` keeping only ``x`` for backward.
+
+    A Swin block's MLP branch saves, in plain autograd, the norm's output (C per token), ``fc1``'s output and the
+    GELU output (4·C each): at 896² that is 32 MB per stage-3 block in fp32, 40 % of the block's activations.
+    Here backward recomputes the norm and ``fc1`` (a quarter of the block's forward matmul FLOPs) and returns the
+    exact gradients of the composition. ``mm_dtype`` is the autocast dtype the matmuls run in (the norm computes in
+    float32 and its output is cast, as :class:`rsam.models.norms.LayerNorm` followed by an autocast ``F.linear``).
+    """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias):
-        ctx.save_for_backward(hidden, weight, bias)
-        return F.linear(F.gelu(hidden), weight.to(hidden.dtype), None if bias is None else bias.to(hidden.dtype))
+    def _front(x, norm_weight, norm_bias, eps, fc1_weight, fc1_bias, mm_dtype):
+        normed, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
+        normed = normed.to(mm_dtype)
+        return normed, mean, rstd, F.linear(normed, fc1_weight.to(mm_dtype), fc1_bias.to(mm_dtype))
+
+    @staticmethod
+    def forward(ctx, x, norm_weight, norm_bias, eps, fc1_weight, fc1_bias, fc2_weight, fc2_bias, mm_dtype):
+        *_, hidden = _NormMlpFunction._front(x, norm_weight, norm_bias, eps, fc1_weight, fc1_bias, mm_dtype)
+        ctx.save_for_backward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        ctx.eps, ctx.mm_dtype = eps, mm_dtype
+        return F.linear(F.gelu(hidden), fc2_weight.to(mm_dtype), fc2_bias.to(mm_dtype))
 
     @staticmethod
     def backward(ctx, grad_out):
-        hidden, weight, bias = ctx.saved_tensors
-        grad_out = grad_out.to(hidden.dtype)
-        activated = F.gelu(hidden)
-        flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_weight = (flat_grad.t() @ activated.reshape(-1, activated.shape[-1])).to(weight.dtype)
-        grad_bias = None if bias is None else flat_grad.sum(0).to(bias.dtype)
-        grad_hidden = torch.ops.aten.gelu_backward(grad_out @ weight.to(hidden.dtype), hidden)
-        return grad_hidden, grad_weight, grad_bias
+        x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias = ctx.saved_tensors
+        dtype = ctx.mm_dtype
+        normed, mean, rstd, hidden = _NormMlpFunction._front(
+            x, norm_weight, norm_bias, ctx.eps, fc1_weight, fc1_bias, dtype
+        )
+        grad_out = grad_out.to(dtype).reshape(-1, grad_out.shape[-1])
+        activated = F.gelu(hidden).reshape(grad_out.shape[0], -1)
+        grad_fc2_weight = (grad_out.t() @ activated).to(fc2_weight.dtype)
+        grad_fc2_bias = grad_out.sum(0).to(fc2_bias.dtype)
+        del activated
+        grad_hidden = torch.ops.aten.gelu_backward(
+            grad_out @ fc2_weight.to(dtype), hidden.reshape(grad_out.shape[0], -1)
+        )
+        del hidden
+        grad_fc1_weight = (grad_hidden.t() @ normed.reshape(grad_hidden.shape[0], -1)).to(fc1_weight.dtype)
+        grad_fc1_bias = grad_hidden.sum(0).to(fc1_bias.dtype)
+        grad_normed = (grad_hidden @ fc1_weight.to(dtype)).to(x.dtype).view(x.shape)
+        del grad_hidden, normed
+        grad_x, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
+            grad_normed, x, x.shape[-1:], mean, rstd, norm_weight, norm_bias, [True, True, True]
+        )
+        return (grad_x, grad_norm_weight, grad_norm_bias, None, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight,
+                grad_fc2_bias, None)  # fmt: skip
 
 
-def gelu_linear(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(F.gelu(hidden), weight, bias)`` with GELU recomputed in backward (see :class:`_GeluLinearFunction`);
-    under autocast the matmuls run in the autocast dtype, as ``F.linear`` would."""
-    dtype = autocast_dtype(hidden.device)
-    if dtype is not None:
-        hidden = hidden.to(dtype)
-    with autocast_off(hidden.device):
-        return _GeluLinearFunction.apply(hidden, weight, bias)
+def norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
+    """``mlp(norm(x))``; in training, with the norm and ``fc1`` recomputed in backward (:class:`_NormMlpFunction`).
+
+    The plain modules run where the fused function does not apply: no autograd, dropout in the MLP, parameters
+    sharded by ZeRO-3, or a norm converted to low precision (its parent's rule, :mod:`rsam.models.norms`).
+    """
+    params = (norm.weight, norm.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)
+    if (
+        not torch.is_grad_enabled()
+        or mlp.drop.p != 0.0
+        or any(p is None or _partitioned(p) for p in params)
+        or norm.weight.dtype in LOW_PRECISION
+    ):
+        return mlp(norm(x))
+    mm_dtype = autocast_dtype(x.device) or norm.weight.dtype
+    with autocast_off(x.device):
+        out = _NormMlpFunction.apply(fp32(x), *params[:2], norm.eps, *params[2:], mm_dtype)
+    return out
 
 
 class DropPath(nn.Module):
@@ -139,10 +175,12 @@ class WindowAttention(nn.Module):
         """
         bw, n, c = x.shape
         heads = self.num_heads
-        qkv = self.qkv(x).reshape(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        # one contiguous (3, B·nW, heads, n, d) buffer: q, k and v are contiguous slices of it (unbind, whose
+        # backward is one stack, not three zero-filled selects), so no matmul below copies them again
+        q, k, v = self.qkv(x).reshape(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, heads).permute(2, 0, 1).contiguous()  # (heads, n, n)
-        out = window_attention(qkv[0], qkv[1], qkv[2], bias, mask, self.scale)
+        out = window_attention(q, k, v, bias, mask, self.scale)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
@@ -190,7 +228,7 @@ class _WindowAttentionFunction(torch.autograd.Function):
         q, k, v, bias, mask = ctx.saved_tensors
         scale = ctx.scale
         bw, heads, n, _ = q.shape
-        grad_out = grad_out.to(v.dtype)
+        grad_out = grad_out.to(v.dtype).contiguous()  # it arrives transposed (the output's head/token swap)
         acc = torch.float32 if q.dtype in LOW_PRECISION else q.dtype  # softmax and its gradient
         scores = torch.matmul(q, k.transpose(-2, -1)).to(acc).mul_(scale)
         scores = scores.view(-1, 1 if mask is None else mask.shape[0], heads, n, n)
@@ -270,7 +308,7 @@ class SwinBlock(nn.Module):
         if pad_b or pad_r:
             x = x[:, :h, :w, :]
         x = shortcut + self.drop_path(x.reshape(b, n, c))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return x + self.drop_path(norm_mlp(self.norm2, self.mlp, x))
 
 
 class PatchMerging(nn.Module):
