@@ -283,3 +283,32 @@ def test_the_run_folder_lock(tmp_path, monkeypatch, caplog):
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_which_strategies_can_save_from_one_rank():
+    """DDP replicas hold the whole state; ZeRO partitions, and a sharded optimizer, do not (case 4, several ranks)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
+
+    from rsam.lit.checkpointing import rank_local_save_problem
+
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+    class Sharded(torch.optim.SGD):
+        def consolidate_state_dict(self):  # the interface of torch's ZeroRedundancyOptimizer
+            pass
+
+    def problem(strategy, optimizer=sgd):
+        return rank_local_save_problem(SimpleNamespace(strategy=strategy, optimizers=[optimizer]))
+
+    assert problem(DDPStrategy()) is None
+    assert problem(DDPStrategy(), Sharded(sgd.param_groups[0]["params"], lr=0.1)) == (
+        "the optimizer state is sharded over the ranks, and one rank cannot save alone"
+    )
+    for stage, what in ((1, "the optimizer state"), (2, "the optimizer state and gradients"),
+                        (3, "the weights, gradients and optimizer state")):  # fmt: skip
+        assert problem(DeepSpeedStrategy(config={"zero_optimization": {"stage": stage}})) == (
+            f"DeepSpeed ZeRO stage {stage} partitions {what} over the ranks, and one rank cannot save alone"
+        )
+    assert "strategy FSDPStrategy may shard its state" in problem(FSDPStrategy())

@@ -204,17 +204,18 @@ class RunCheckpoint(ModelCheckpoint):
     def save_last_now(self, trainer: pl.Trainer) -> None:
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
-    def _watch(self, trainer: pl.Trainer) -> None:
-        self.interruptions.install(trainer.global_rank)  # replaces Lightning's handlers, registered just before
-        self.peers.start(trainer, on_leave=lambda: _leave_run(trainer))
+    def setup(self, trainer: pl.Trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":  # the process group exists from here on
+            self.peers.start(trainer, on_leave=lambda: _leave_run(trainer))
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module) -> None:
-        self._watch(trainer)
+        self.interruptions.install(trainer.global_rank)  # replaces Lightning's handlers, registered just before
 
     def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
         self._step_checked = trainer.global_step
-        self._watch(trainer)  # (when there is no sanity check)
+        self.interruptions.install(trainer.global_rank)  # (when there is no sanity check)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         self._updating = False

@@ -151,9 +151,10 @@ class PeerFailures:
        non-zero first makes rank 0's process observer SIGKILL rank 0 before rank 0 can report the failure.
 
     A notified rank whose collective then breaks (the failed rank's sockets closed) leaves the same way instead of
-    reporting that second error. When a rank dies without an exception (SIGKILL, out of memory), the survivors get a
-    broken collective (gloo; NCCL waits for its timeout) and treat that as their own failure: each writes
-    ``last.ckpt`` from its replica, the same content, atomically."""
+    reporting that second error. Two ranks failing at once both write ``last.ckpt`` from identical replicas (atomic
+    renames: either one is the file). A rank that dies without an exception (SIGKILL, out of memory) posts nothing:
+    the launcher ends the others (Lightning's process observer, ``srun --kill-on-bad-exit``, torchrun), unless their
+    collective breaks first (gloo), which each then handles as its own failure."""
 
     POLL_S = 0.1
     ACK_TIMEOUT_S = 20.0
