@@ -351,9 +351,8 @@ def rank_local_save_problem(trainer: pl.Trainer) -> str | None:
     strategy = trainer.strategy
     if isinstance(strategy, DeepSpeedStrategy):
         stage = int(strategy.config.get("zero_optimization", {}).get("stage", 0))
-        what = {1: "the optimizer state", 2: "the optimizer state and gradients"}.get(
-            stage, "the weights and optimizer state"
-        )
+        what = {1: "the optimizer state", 2: "the optimizer state and gradients"}
+        what = what.get(stage, "the weights, gradients and optimizer state")
         return f"DeepSpeed ZeRO stage {stage} partitions {what} over the ranks, and one rank cannot save alone"
     if not isinstance(strategy, DDPStrategy):
         return f"strategy {type(strategy).__name__} may shard its state over the ranks, and one rank cannot save alone"

@@ -145,10 +145,11 @@ class PeerFailures:
        its checkpoint, sets ``FAILED_KEY`` and its ``DONE_KEY``, waits until every rank's ``DONE_KEY`` is there (at
        most ``ACK_TIMEOUT_S``), sets ``RELEASED_KEY``; then its exception goes on to the CLI (one line, exit 2);
     2. a notified rank sets its ``DONE_KEY``, logs one warning, waits for ``RELEASED_KEY`` and leaves (``os._exit``
-       with exit code 2, after flushing the loggers and releasing the run lock). Global rank 0 leaves at once: under
-       Lightning's launcher it is the process the user started, so its exit code is the run's. A rank that Lightning's
-       launcher started waits until its parent, rank 0, has gone (at most ``PEER_WAIT_S``): a child that exits
-       non-zero first makes rank 0's process observer SIGKILL rank 0 before rank 0 can report the failure.
+       with exit code 2, after flushing the loggers and releasing the run lock). Under Lightning's launcher global
+       rank 0 is the process the user started (its exit code is the run's) and the others are its children: rank 0
+       waits until the failed rank, when it is one of its children, has exited (so that its error line comes before
+       the shell's prompt); any other child waits until its parent, rank 0, has gone (at most ``PEER_WAIT_S``), as a
+       child that exits non-zero first makes rank 0's process observer SIGKILL rank 0 before rank 0 has reported.
 
     A notified rank whose collective then breaks (the failed rank's sockets closed) leaves the same way instead of
     reporting that second error. Two ranks failing at once both write ``last.ckpt`` from identical replicas (atomic
@@ -165,6 +166,7 @@ class PeerFailures:
         self.peer_failure: str | None = None
         self._rank, self._world = 0, 1
         self._launcher_parent: int | None = None  # rank 0's pid, when Lightning's launcher started this rank
+        self._children: dict[int, object] = {}  # global rank -> Popen: the ranks Lightning's launcher started here
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_leave: Callable[[], None] = lambda: None
@@ -179,6 +181,9 @@ class PeerFailures:
         environment = trainer._accelerator_connector.cluster_environment
         if type(environment) is LightningEnvironment and trainer.local_rank > 0:
             self._launcher_parent = os.getppid()
+        if trainer.global_rank == 0:
+            procs = getattr(trainer.strategy.launcher, "procs", None) or []
+            self._children = {rank: proc for rank, proc in enumerate(procs, start=1)}
         try:
             store = _store_client()
         except Exception as err:  # noqa: BLE001 - the run goes on; a failure then ends through the launcher
@@ -239,4 +244,10 @@ class PeerFailures:
                 _wait_for(lambda: store.check([RELEASED_KEY]), self.ACK_TIMEOUT_S, self.POLL_S)
             except Exception:  # noqa: BLE001 - the store is gone: the failed rank has gone on
                 pass
+            failed = self._children.get(notice["rank"])
+            if failed is not None:
+                try:
+                    failed.wait(timeout=self.PEER_WAIT_S)
+                except Exception:  # noqa: BLE001 - it hangs: leave anyway (the launcher's observer is gone with us)
+                    pass
             self.leave()
