@@ -12,7 +12,9 @@ rank; validation, then ``best-*`` and ``last.ckpt``, at each epoch end):
 2. resumed with ``--ckpt_path last``: an exception inside rank 0's optimizer update after step 5 (the weights already
    hold step 6, the counters step 5): nothing is written, the log says why, and ``last.ckpt`` stays at step 4 (the
    epoch-end save), not a torn step 5/6;
-3. resumed again: the run ends bit-identical to the uninterrupted one, with the same data order on every rank.
+3. resumed again: the run ends bit-identical to the uninterrupted one, with the same data order on every rank;
+4. with DeepSpeed ZeRO-2 (state partitioned over the ranks: no rank can save alone), the same bad sample: nothing is
+   written, the log says why, the newest checkpoint on disk (step 2) stays, and every rank ends promptly.
 
 The runs are the real CLI in subprocesses (``tests/helpers/fit_hooks.py`` adds a data-order recorder, a pause after
 step k, where the test sends SIGTERM to rank 0 as a scheduler would, and the injected failures). The uninterrupted run
@@ -29,18 +31,34 @@ from pathlib import Path
 
 import pytest
 from helpers.lit_runs import tiny_setup
-from helpers.resume_checks import assert_same_tensors, error_lines, hooked_fit, load_state, read_order, run_fit
+from helpers.resume_checks import (
+    assert_same_tensors,
+    error_lines,
+    hooked_fit,
+    load_state,
+    read_order,
+    run_fit,
+    saved_step,
+)
 from helpers.shard_utils import subprocess_env
 
 STEPS, STOP_AT = 6, 3  # 2 batches per epoch and rank: the stop is mid-epoch (epoch 1, after its first batch)
 NO_HANG_S = 120  # far below the 5-minute collective timeout: a run that hangs is killed and fails the test
 STRATEGIES = {"ddp": ["trainer.strategy=ddp"], "zero3": ["trainer.strategy=deepspeed", "deepspeed.stage=3"]}
+ZERO2 = ["trainer.strategy=deepspeed", "deepspeed.stage=2"]  # only for the failure with sharded state
 
 
 def _command(recipe: Path, run: Path, record: Path, pause_at: int, strategy: str, *extra: str) -> list[str]:
     overrides = ("trainer.devices=2", f"trainer.max_steps={STEPS}", "trainer.deterministic=true")
     return hooked_fit(
-        recipe, run, record, pause_at, *overrides, "model.swin.drop_path_rate=0.2", *STRATEGIES[strategy], *extra
+        recipe,
+        run,
+        record,
+        pause_at,
+        *overrides,
+        "model.swin.drop_path_rate=0.2",
+        *{**STRATEGIES, "zero2": ZERO2}[strategy],
+        *extra,
     )
 
 
@@ -137,7 +155,7 @@ def test_an_exception_on_one_rank_saves_the_last_completed_step_and_resumes_exac
     assert "mask 10x10 differs from its image" in line and "Traceback" not in err
     assert f"ValueError on rank 1 ended the fit: saved {last} at step 3, the last completed step" in err
     assert "rank 0: stopping because rank 1 failed (ValueError: sample " in err
-    assert load_state(last, tmp_path)["global_step"] == 3
+    assert saved_step(last, tmp_path) == 3
     assert not (run / ".rsam-fit.lock").exists()  # rank 0 released the run folder before it left
 
     # 2. a failure inside rank 0's optimizer update after step 5: nothing torn written, last.ckpt stays at step 4
@@ -151,7 +169,7 @@ def test_an_exception_on_one_rank_saves_the_last_completed_step_and_resumes_exac
         "resume" in err
     )
     assert "rank 1: stopping because rank 0 failed" in err
-    assert load_state(last, tmp_path)["global_step"] == 4
+    assert saved_step(last, tmp_path) == 4
 
     # 3. the resumed run ends bit-identical to the uninterrupted one, with its data order
     rc, err = fit(records[2], "--ckpt_path", "last")
@@ -163,3 +181,20 @@ def test_an_exception_on_one_rank_saves_the_last_completed_step_and_resumes_exac
         done = read_order(records[0], rank)[:3] + read_order(records[1], rank)[:1] + read_order(records[2], rank)
         assert done == read_order(full_record, rank), rank
     _assert_same_state(full_last, last, tmp_path)
+
+
+def test_an_exception_with_zero_partitioned_state_keeps_the_newest_checkpoint(uninterrupted, tmp_path):
+    recipe, _ = uninterrupted
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    command = _command(recipe, run, tmp_path / "record", 0, "zero2")
+    rc, _, err = run_fit(command, timeout=NO_HANG_S, RSAM_TEST_FAIL_AT="3", RSAM_TEST_FAIL_RANK="1")
+    assert rc == 2, err[-4000:]
+    (line,) = error_lines(err)
+    assert "mask 10x10 differs from its image" in line and "Traceback" not in err
+    assert (
+        "rank 1: ValueError ended the fit; DeepSpeed ZeRO stage 2 partitions the optimizer state and gradients over "
+        "the ranks, and one rank cannot save alone, so no checkpoint is written; the newest checkpoint on disk, "
+        f"{last}, stays the one to resume" in err
+    )
+    assert "rank 0: stopping because rank 1 failed" in err
+    assert saved_step(last, tmp_path) == 2  # the epoch-end save, untouched

@@ -69,6 +69,13 @@ def load_state(path: Path, scratch: Path) -> dict:
     }
 
 
+def saved_step(path: Path, scratch: Path) -> int:
+    """The global_step of a Lightning checkpoint file or of a DeepSpeed checkpoint folder (any ZeRO stage)."""
+    if path.is_dir():
+        path = consolidate_checkpoint(path, scratch / "merged.ckpt")
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
 def read_order(record: Path, rank: int) -> list[dict]:
     return [json.loads(line) for line in (record / f"order-rank{rank}.jsonl").read_text().splitlines()]
 
