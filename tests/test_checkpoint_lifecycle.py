@@ -28,8 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.lit_runs import tiny_setup
-from helpers.resume_checks import assert_same_tensors, hooked_fit
-from helpers.shard_utils import subprocess_env
+from helpers.resume_checks import assert_same_tensors, error_lines, finish_fit, hooked_fit, run_fit, start_fit
 
 from rsam.lit.checkpointing import (
     LOCK_NAME,
@@ -50,26 +49,6 @@ def _command(recipe: Path, run: Path, record: Path, pause_at: int, *extra: str) 
     return hooked_fit(recipe, run, record, pause_at, *overrides, *extra)
 
 
-def _start(command: list[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**subprocess_env(), **env}
-    )
-
-
-def _finish(proc: subprocess.Popen, timeout: int = 240) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-    return proc.returncode, out, err
-
-
-def _run(command: list[str], **env: str) -> tuple[int, str, str]:
-    return _finish(_start(command, **env))
-
-
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while not path.exists():
@@ -80,10 +59,10 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 
 def _sigterm_at_pause(command: list[str], record: Path) -> tuple[int, str]:
-    proc = _start(command)
+    proc = start_fit(command)
     _wait_for(record / "paused-rank0", proc)
     os.kill(proc.pid, signal.SIGTERM)
-    rc, _, err = _finish(proc)
+    rc, _, err = finish_fit(proc)
     return rc, err
 
 
@@ -96,16 +75,12 @@ def _steps(record: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (record / "order-rank0.jsonl").read_text().splitlines()]
 
 
-def _error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("rsam fit: error:")]
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("lifecycle")
     recipe, _ = tiny_setup(root)
     full = root / "full"
-    rc, _, err = _run(_command(recipe, full, root / "full-record", 0))
+    rc, _, err = run_fit(_command(recipe, full, root / "full-record", 0))
     assert rc == 0, err[-4000:]
     return recipe, root, _state(full / "checkpoints" / "last.ckpt")
 
@@ -120,9 +95,9 @@ def test_repeated_interruptions_keep_one_last_ckpt_and_resume_exactly(tiny):
     assert _state(last)["global_step"] == 3
 
     # case 4: an exception in the step after step 5 writes last.ckpt at step 5, then exits non-zero in one line
-    rc, _, err = _run(_command(recipe, run, records[1], 0, "--ckpt_path", "last"), RSAM_TEST_FAIL_AT="5")
+    rc, _, err = run_fit(_command(recipe, run, records[1], 0, "--ckpt_path", "last"), RSAM_TEST_FAIL_AT="5")
     assert rc == 2, err[-3000:]
-    assert len(_error_lines(err)) == 1 and "mask 10x10 differs from its image" in _error_lines(err)[0]
+    assert len(error_lines(err)) == 1 and "mask 10x10 differs from its image" in error_lines(err)[0]
     assert f"saved {last} at step 5, the last completed step" in err
     assert _state(last)["global_step"] == 5
 
@@ -130,7 +105,7 @@ def test_repeated_interruptions_keep_one_last_ckpt_and_resume_exactly(tiny):
     assert rc == 143, err[-3000:]
     assert _state(last)["global_step"] == 6  # case 1: the resumed run rewrote last.ckpt itself
 
-    rc, out, err = _run(_command(recipe, run, records[3], 0, "--ckpt_path", "auto"))
+    rc, out, err = run_fit(_command(recipe, run, records[3], 0, "--ckpt_path", "auto"))
     assert rc == 0, err[-3000:]
     assert json.loads(out.splitlines()[-1])["step"] == STEPS
     assert sorted(p.name for p in last.parent.glob("last*")) == ["last.ckpt"]  # never last-v1.ckpt
@@ -168,15 +143,15 @@ def test_kill_mid_write_concurrent_fit_stale_lock_and_full_disk(tiny, tmp_path):
         record = [tmp_path / f"record{i}" for i in range(4)]
 
         # a fit stalls in the middle of rewriting last.ckpt at step 4 (the temporary file is written, not renamed)
-        first = _start(_command(recipe, run, record[0], 0, keep_all), RSAM_TEST_STALL_WRITE="4")
+        first = start_fit(_command(recipe, run, record[0], 0, keep_all), RSAM_TEST_STALL_WRITE="4")
         _wait_for(record[0] / "stalled", first)
         holder = json.loads((run / LOCK_NAME).read_text())
         assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
 
         # case 3: a second fit into the same folder is refused while the first is alive
-        rc, _, err = _run(_command(recipe, run, record[1], 0, keep_all, "--ckpt_path", "auto"))
+        rc, _, err = run_fit(_command(recipe, run, record[1], 0, keep_all, "--ckpt_path", "auto"))
         assert rc == 2, err[-3000:]
-        (line,) = _error_lines(err)
+        (line,) = error_lines(err)
         assert f"run folder {run} is in use by another fit (pid {first.pid} on host {socket.gethostname()}" in line
 
         # case 2: SIGKILL mid-write leaves the previous last.ckpt whole, and an orphaned temporary file
@@ -189,17 +164,17 @@ def test_kill_mid_write_concurrent_fit_stale_lock_and_full_disk(tiny, tmp_path):
 
         # the next fit takes the stale lock over, removes the orphan and resumes from the newest readable checkpoint;
         # on the tmpfs, the disk is then filled (at its pause after step 5) so that the save at step 6 cannot fit
-        resumed = _start(_command(recipe, run, record[2], 5, keep_all, "--ckpt_path", "auto"))
+        resumed = start_fit(_command(recipe, run, record[2], 5, keep_all, "--ckpt_path", "auto"))
         _wait_for(record[2] / "paused-rank0", resumed)
         filler = _fill(disk, keep_free=256 * 1024) if on_tmpfs else None
         (record[2] / "released").write_text("test")
-        rc, _, err = _finish(resumed)
+        rc, _, err = finish_fit(resumed)
         assert f"taking over the stale lock {run / LOCK_NAME} (pid {first.pid}" in err
         assert f"removing {orphan}" in err and not orphan.exists()
         assert f"--ckpt_path auto: resuming from {best4}" in err
         if on_tmpfs:
             assert rc == 2, err[-3000:]
-            (line,) = _error_lines(err)
+            (line,) = error_lines(err)
             assert line.startswith("rsam fit: error: no space left on the device to write checkpoint ")
             assert str(checkpoints) in line
             assert not list(run.rglob(f"*{TEMP_MARK}*"))  # the failed write removed its temporary file
@@ -208,7 +183,7 @@ def test_kill_mid_write_concurrent_fit_stale_lock_and_full_disk(tiny, tmp_path):
             assert {_state(path)["global_step"] for path in checkpoints.glob("*.ckpt")} == {2, 4}
             assert _state(last)["global_step"] == 4
             filler.unlink()
-            rc, _, err = _run(_command(recipe, run, record[3], 0, keep_all, "--ckpt_path", "auto"))
+            rc, _, err = run_fit(_command(recipe, run, record[3], 0, keep_all, "--ckpt_path", "auto"))
         assert rc == 0, err[-3000:]
         assert _steps(record[0])[-1] == 3 and _steps(record[3 if on_tmpfs else 2])[-1] == STEPS - 1
         assert_same_tensors(expected, _state(last), "checkpoint")
@@ -308,3 +283,32 @@ def test_the_run_folder_lock(tmp_path, monkeypatch, caplog):
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_which_strategies_can_save_from_one_rank():
+    """DDP replicas hold the whole state; ZeRO partitions, and a sharded optimizer, do not (case 4, several ranks)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
+
+    from rsam.lit.checkpointing import rank_local_save_problem
+
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+    class Sharded(torch.optim.SGD):
+        def consolidate_state_dict(self):  # the interface of torch's ZeroRedundancyOptimizer
+            pass
+
+    def problem(strategy, optimizer=sgd):
+        return rank_local_save_problem(SimpleNamespace(strategy=strategy, optimizers=[optimizer]))
+
+    assert problem(DDPStrategy()) is None
+    assert problem(DDPStrategy(), Sharded(sgd.param_groups[0]["params"], lr=0.1)) == (
+        "the optimizer state is sharded over the ranks, and one rank cannot save alone"
+    )
+    for stage, what in ((1, "the optimizer state"), (2, "the optimizer state and gradients"),
+                        (3, "the weights, gradients and optimizer state")):  # fmt: skip
+        assert problem(DeepSpeedStrategy(config={"zero_optimization": {"stage": stage}})) == (
+            f"DeepSpeed ZeRO stage {stage} partitions {what} over the ranks, and one rank cannot save alone"
+        )
+    assert "strategy FSDPStrategy may shard its state" in problem(FSDPStrategy())

@@ -3,8 +3,22 @@ the same weights, bit for bit, as an uninterrupted run of the same length, and s
 order on every rank (mid-epoch stop, drop-path and dropout on, deterministic settings), with DDP and with DeepSpeed
 ZeRO-3 (the CPU shim; weights compared after merging the shards to fp32, optimizer state shard by shard).
 
-The runs are the real CLI in subprocesses (``tests/helpers/fit_hooks.py`` adds a data-order recorder and a pause
-after step k, where the test sends SIGTERM to rank 0 as a scheduler would)."""
+The same holds after an exception on one rank (issue 13, case 4), in one chain of DDP runs (2 batches per epoch and
+rank; validation, then ``best-*`` and ``last.ckpt``, at each epoch end):
+
+1. a bad sample that only rank 1 draws, in the step after step 3 (mid-epoch, nothing on disk at step 3): rank 1 writes
+   ``last.ckpt`` at step 3 from its own replica, rank 0 (blocked in the gradient all-reduce) leaves at once, and the
+   run exits 2 with the one error line, long before any collective timeout (5 minutes on CPU);
+2. resumed with ``--ckpt_path last``: an exception inside rank 0's optimizer update after step 5 (the weights already
+   hold step 6, the counters step 5): nothing is written, the log says why, and ``last.ckpt`` stays at step 4 (the
+   epoch-end save), not a torn step 5/6;
+3. resumed again: the run ends bit-identical to the uninterrupted one, with the same data order on every rank;
+4. with DeepSpeed ZeRO-2 (state partitioned over the ranks: no rank can save alone), the same bad sample: nothing is
+   written, the log says why, the newest checkpoint on disk (step 2) stays, and every rank ends promptly.
+
+The runs are the real CLI in subprocesses (``tests/helpers/fit_hooks.py`` adds a data-order recorder, a pause after
+step k, where the test sends SIGTERM to rank 0 as a scheduler would, and the injected failures). The uninterrupted run
+of each strategy is made once for the module."""
 
 from __future__ import annotations
 
@@ -17,17 +31,34 @@ from pathlib import Path
 
 import pytest
 from helpers.lit_runs import tiny_setup
-from helpers.resume_checks import assert_same_tensors, hooked_fit, load_state, read_order
+from helpers.resume_checks import (
+    assert_same_tensors,
+    error_lines,
+    hooked_fit,
+    load_state,
+    read_order,
+    run_fit,
+    saved_step,
+)
 from helpers.shard_utils import subprocess_env
 
 STEPS, STOP_AT = 6, 3  # 2 batches per epoch and rank: the stop is mid-epoch (epoch 1, after its first batch)
+NO_HANG_S = 120  # far below the 5-minute collective timeout: a run that hangs is killed and fails the test
 STRATEGIES = {"ddp": ["trainer.strategy=ddp"], "zero3": ["trainer.strategy=deepspeed", "deepspeed.stage=3"]}
+ZERO2 = ["trainer.strategy=deepspeed", "deepspeed.stage=2"]  # only for the failure with sharded state
 
 
 def _command(recipe: Path, run: Path, record: Path, pause_at: int, strategy: str, *extra: str) -> list[str]:
     overrides = ("trainer.devices=2", f"trainer.max_steps={STEPS}", "trainer.deterministic=true")
     return hooked_fit(
-        recipe, run, record, pause_at, *overrides, "model.swin.drop_path_rate=0.2", *STRATEGIES[strategy], *extra
+        recipe,
+        run,
+        record,
+        pause_at,
+        *overrides,
+        "model.swin.drop_path_rate=0.2",
+        *{**STRATEGIES, "zero2": ZERO2}[strategy],
+        *extra,
     )
 
 
@@ -56,12 +87,36 @@ def _stop_after(command: list[str], record: Path, timeout: int = 300) -> int:
     return proc.returncode
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_sigterm_and_resume_from_last_is_bit_identical(strategy, tmp_path):
-    recipe, _ = tiny_setup(tmp_path)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """(the recipe, strategy -> (last.ckpt, data-order record) of its uninterrupted run, made on first use)."""
+    root = tmp_path_factory.mktemp("exact")
+    recipe, _ = tiny_setup(root)
+    done: dict[str, tuple[Path, Path]] = {}
 
-    full, full_record = tmp_path / "full", tmp_path / "full-record"
-    _run(_command(recipe, full, full_record, 0, strategy))
+    def full(strategy: str) -> tuple[Path, Path]:
+        if strategy not in done:
+            run, record = root / f"full-{strategy}", root / f"full-{strategy}-record"
+            _run(_command(recipe, run, record, 0, strategy))
+            done[strategy] = run / "checkpoints" / "last.ckpt", record
+        return done[strategy]
+
+    return recipe, full
+
+
+def _assert_same_state(expected_last: Path, last: Path, scratch: Path) -> None:
+    expected, actual = load_state(expected_last, scratch), load_state(last, scratch)
+    assert actual["global_step"] == expected["global_step"] == STEPS
+    assert len(expected["state_dict"]) > 100
+    assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")  # tensor by tensor, bit-exact
+    assert_same_tensors(expected["optimizer_states"], actual["optimizer_states"], "optimizer_states")
+    assert_same_tensors(expected["lr_schedulers"], actual["lr_schedulers"], "lr_schedulers")
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_sigterm_and_resume_from_last_is_bit_identical(strategy, uninterrupted, tmp_path):
+    recipe, full = uninterrupted
+    full_last, full_record = full(strategy)
 
     stopped, first_record, second_record = tmp_path / "stopped", tmp_path / "first-record", tmp_path / "second-record"
     assert _stop_after(_command(recipe, stopped, first_record, STOP_AT, strategy), first_record) == 143
@@ -76,10 +131,70 @@ def test_sigterm_and_resume_from_last_is_bit_identical(strategy, tmp_path):
         assert read_order(first_record, rank) + read_order(second_record, rank) == read_order(full_record, rank), rank
     assert [line["step"] for line in read_order(second_record, 0)] == list(range(STOP_AT, STEPS))
 
-    expected = load_state(full / "checkpoints" / "last.ckpt", tmp_path)
-    actual = load_state(last, tmp_path)
-    assert actual["global_step"] == expected["global_step"] == STEPS
-    assert len(expected["state_dict"]) > 100
-    assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")  # tensor by tensor, bit-exact
-    assert_same_tensors(expected["optimizer_states"], actual["optimizer_states"], "optimizer_states")
-    assert_same_tensors(expected["lr_schedulers"], actual["lr_schedulers"], "lr_schedulers")
+    _assert_same_state(full_last, last, tmp_path)
+
+
+def _steps(record: Path, rank: int) -> list[int]:
+    return [line["step"] for line in read_order(record, rank)]
+
+
+def test_an_exception_on_one_rank_saves_the_last_completed_step_and_resumes_exactly(uninterrupted, tmp_path):
+    recipe, full = uninterrupted
+    full_last, full_record = full("ddp")
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    records = [tmp_path / f"record{i}" for i in range(3)]
+
+    def fit(record: Path, *extra: str, **env: str) -> tuple[int, str]:
+        rc, _, err = run_fit(_command(recipe, run, record, 0, "ddp", *extra), timeout=NO_HANG_S, **env)
+        return rc, err
+
+    # 1. a bad sample on rank 1 only: saved at step 3 by rank 1 itself, rank 0 torn down, one error line, exit 2
+    rc, err = fit(records[0], RSAM_TEST_FAIL_AT="3", RSAM_TEST_FAIL_RANK="1")
+    assert rc == 2, err[-4000:]
+    (line,) = error_lines(err)
+    assert "mask 10x10 differs from its image" in line and "Traceback" not in err
+    assert f"ValueError on rank 1 ended the fit: saved {last} at step 3, the last completed step" in err
+    assert "rank 0: stopping because rank 1 failed (ValueError: sample " in err
+    assert saved_step(last, tmp_path) == 3
+    assert not (run / ".rsam-fit.lock").exists()  # rank 0 released the run folder before it left
+
+    # 2. a failure inside rank 0's optimizer update after step 5: nothing torn written, last.ckpt stays at step 4
+    rc, err = fit(records[1], "--ckpt_path", "last", RSAM_TEST_FAIL_IN_UPDATE="5", RSAM_TEST_FAIL_RANK="0")
+    assert rc == 2, err[-4000:]
+    (line,) = error_lines(err)
+    assert "failure inside the optimizer update" in line and "Traceback" not in err
+    assert (
+        "rank 0: ValueError came during the optimizer update of step 6: the weights and optimizer state may be partly "
+        f"updated, so no checkpoint is written; the newest checkpoint on disk, {last} at step 4, stays the one to "
+        "resume" in err
+    )
+    assert "rank 1: stopping because rank 0 failed" in err
+    assert saved_step(last, tmp_path) == 4
+
+    # 3. the resumed run ends bit-identical to the uninterrupted one, with its data order
+    rc, err = fit(records[2], "--ckpt_path", "last")
+    assert rc == 0, err[-4000:]
+    for rank in (0, 1):
+        assert _steps(records[0], rank) == [0, 1, 2, 3]  # step 3 started on both ranks, failed on rank 1
+        assert _steps(records[1], rank) == [3, 4, 5]  # the update after step 5 failed on rank 0
+        assert _steps(records[2], rank) == [4, 5]
+        done = read_order(records[0], rank)[:3] + read_order(records[1], rank)[:1] + read_order(records[2], rank)
+        assert done == read_order(full_record, rank), rank
+    _assert_same_state(full_last, last, tmp_path)
+
+
+def test_an_exception_with_zero_partitioned_state_keeps_the_newest_checkpoint(uninterrupted, tmp_path):
+    recipe, _ = uninterrupted
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    command = _command(recipe, run, tmp_path / "record", 0, "zero2")
+    rc, _, err = run_fit(command, timeout=NO_HANG_S, RSAM_TEST_FAIL_AT="3", RSAM_TEST_FAIL_RANK="1")
+    assert rc == 2, err[-4000:]
+    (line,) = error_lines(err)
+    assert "mask 10x10 differs from its image" in line and "Traceback" not in err
+    assert (
+        "rank 1: ValueError ended the fit; DeepSpeed ZeRO stage 2 partitions the optimizer state and gradients over "
+        "the ranks, and one rank cannot save alone, so no checkpoint is written; the newest checkpoint on disk, "
+        f"{last}, stays the one to resume" in err
+    )
+    assert "rank 0: stopping because rank 1 failed" in err
+    assert saved_step(last, tmp_path) == 2  # the epoch-end save, untouched

@@ -10,7 +10,8 @@ checkpoints checked before they are resumed, and one live fit per run folder.
   place, never ``last-v1.ckpt``) that rewrites ``last.ckpt`` at every checkpoint point, also when the monitored metric
   did not improve (Lightning 2.6 then keeps the old one) and at the end of training. It saves ``last.ckpt`` when the
   ranks agree to stop on a signal
-  (:mod:`rsam.lit.resume`) and when an exception ends a fit (at the last completed step).
+  (:mod:`rsam.lit.resume`) and when an exception ends a fit (at the last completed step; with several ranks the
+  failed rank writes it from its own replica, see :meth:`RunCheckpoint.on_exception`).
 - :func:`checkpoint_problem` says why a checkpoint cannot be read (torn, truncated, not a Lightning checkpoint) without
   reading its tensors; ``--ckpt_path`` uses it to skip or name bad files in one line.
 - :class:`RunFolderLock` holds ``<run>/.rsam-fit.lock`` (pid, host, Slurm job) while a fit runs; a second fit into
@@ -35,6 +36,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from rsam.lit.resume import PeerFailures
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +187,12 @@ class RunCheckpoint(ModelCheckpoint):
     (one small all-reduce; Lightning runs checkpoint callbacks after all others, so test pauses run first); if so,
     every rank saves ``last.ckpt`` here (and Lightning's requeue checkpoint on Slurm's requeue signal) and Lightning
     raises its SIGTERMException on every rank at the same step. An exception that ends a fit saves ``last.ckpt`` at
-    the last completed step, unless the optimizer was mid-update (then the weights may be half-written) or several
-    ranks run (the others sit in collectives; the newest checkpoint on disk stays the one to resume)."""
+    the last completed step (:meth:`on_exception`), and :class:`rsam.lit.resume.PeerFailures` ends the other ranks."""
 
     def __init__(self, *args, interruptions, **kwargs):
         super().__init__(*args, save_last=True, enable_version_counter=False, **kwargs)
         self.interruptions = interruptions
+        self.peers = PeerFailures()
         self.stopped_by: int | None = None
         self._step_checked: int | None = None
         self._updating = False
@@ -200,6 +203,11 @@ class RunCheckpoint(ModelCheckpoint):
 
     def save_last_now(self, trainer: pl.Trainer) -> None:
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def setup(self, trainer: pl.Trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":  # the process group exists from here on
+            self.peers.start(trainer, on_leave=lambda: _leave_run(trainer))
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module) -> None:
         self.interruptions.install(trainer.global_rank)  # replaces Lightning's handlers, registered just before
@@ -254,33 +262,104 @@ class RunCheckpoint(ModelCheckpoint):
             self.save_last_now(trainer)  # the final state, whatever the schedule of validations
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
+        """Save ``last.ckpt`` at the last completed step, then, with several ranks, end the others.
+
+        - Single process: through Lightning's own save (any strategy).
+        - Several ranks, DDP: the failed rank writes it from its own replica (DDP keeps every replica identical at a
+          step boundary), through the atomic CheckpointIO and without Lightning's barrier, which the other ranks,
+          blocked in a collective, would never reach. Then :class:`rsam.lit.resume.PeerFailures` tells them to leave.
+        - Several ranks with sharded state (DeepSpeed ZeRO, FSDP, a sharded optimizer): no rank holds the whole
+          state, so nothing is written; the log says so and the newest checkpoint on disk stays the one to resume.
+        - An exception inside the optimizer update (after ``on_before_optimizer_step``): some parameters and optimizer
+          moments may already hold the new step while the counters do not, and the previous weights exist nowhere
+          in memory (keeping a copy would double the memory of every step), so nothing is written; the log says so.
+        A rank that failed only because another one failed first (its collective broke) leaves quietly."""
         self.interruptions.uninstall()
+        if self.peers.peer_failure is not None:
+            self.peers.leave()
+        self.peers.failing = True
+        try:
+            self._save_after(trainer, exception)
+        finally:
+            if not isinstance(exception, (SIGTERMException, RunFolderInUse)):  # those reach every rank together
+                self.peers.announce(f"{type(exception).__name__}: {exception}")
+
+    def _save_after(self, trainer: pl.Trainer, exception: BaseException) -> None:
         if trainer.state.fn != "fit" or trainer.sanity_checking or isinstance(exception, SIGTERMException):
             return
         if isinstance(exception, CheckpointError) or self._last_global_step_saved == trainer.global_step:
             return  # a full disk (a second write would fail too), a folder another fit holds, or a step on disk
+        rank, name = trainer.global_rank, type(exception).__name__
         batch = trainer.fit_loop.epoch_loop.batch_progress.total
         if self._updating and batch.processed < batch.started:
-            log.error("the failure came during an optimizer update: no checkpoint written (the weights may be torn)")
+            log.error(
+                "rank %d: %s came during the optimizer update of step %d: the weights and optimizer state may be "
+                "partly updated, so no checkpoint is written; %s",
+                rank,
+                name,
+                trainer.global_step + 1,
+                self._on_disk(),
+            )
             return
-        if trainer.world_size > 1:
-            log.error("rank %d failed; the other ranks cannot join a checkpoint now", trainer.global_rank)
+        problem = rank_local_save_problem(trainer) if trainer.world_size > 1 else None
+        if problem is not None:
+            log.error("rank %d: %s ended the fit; %s, so no checkpoint is written; %s", rank, name, problem,
+                      self._on_disk())  # fmt: skip
             return
         _forget_unfinished_batch(trainer)
         try:
-            self.save_last_now(trainer)
+            self._save_last_here(trainer) if trainer.world_size > 1 else self.save_last_now(trainer)
         except Exception as err:  # keep the original error as the one reported
             log.error("could not save %s after the failure: %s", self.last_path, err)
             return
         log.warning(
-            "%s ended the fit: saved %s at step %d, the last completed step (resume with --ckpt_path last)",
-            type(exception).__name__,
+            "%s on rank %d ended the fit: saved %s at step %d, the last completed step (resume with --ckpt_path last)",
+            name,
+            rank,
             self.last_path,
             trainer.global_step,
         )
 
+    def _save_last_here(self, trainer: pl.Trainer) -> None:
+        """``last.ckpt`` from this rank's replica alone: what Lightning's save writes on rank 0, without its barrier."""
+        self.last_model_path = str(self.last_path)
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.last_path)
+        self._last_global_step_saved = trainer.global_step
+
+    def _on_disk(self) -> str:
+        path = self.last_path
+        problem = checkpoint_problem(path)
+        if problem == "not found":
+            return f"there is no {path} yet (a resume starts fresh)"
+        if problem is not None:
+            return f"{path} cannot be read ({problem})"
+        if path.is_dir():
+            return f"the newest checkpoint on disk, {path}, stays the one to resume"
+        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+        return f"the newest checkpoint on disk, {path} at step {step}, stays the one to resume"
+
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self.interruptions.uninstall()
+        self.peers.stop()
+
+
+def rank_local_save_problem(trainer: pl.Trainer) -> str | None:
+    """Why one rank cannot write the run's checkpoint from its own state (None: it can, as with DDP)."""
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+
+    strategy = trainer.strategy
+    if isinstance(strategy, DeepSpeedStrategy):
+        stage = int(strategy.config.get("zero_optimization", {}).get("stage", 0))
+        what = {1: "the optimizer state", 2: "the optimizer state and gradients"}
+        what = what.get(stage, "the weights, gradients and optimizer state")
+        return f"DeepSpeed ZeRO stage {stage} partitions {what} over the ranks, and one rank cannot save alone"
+    if not isinstance(strategy, DDPStrategy):
+        return f"strategy {type(strategy).__name__} may shard its state over the ranks, and one rank cannot save alone"
+    for optimizer in trainer.optimizers:
+        if hasattr(getattr(optimizer, "_optimizer", optimizer), "consolidate_state_dict"):
+            return "the optimizer state is sharded over the ranks, and one rank cannot save alone"
+    return None
 
 
 def _forget_unfinished_batch(trainer: pl.Trainer) -> None:
@@ -401,6 +480,16 @@ class RunFolderLock(pl.Callback):
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self.lock.release()
+
+
+def _leave_run(trainer: pl.Trainer) -> None:
+    """What a rank ended by another rank's failure does before it exits: flush the loggers, release the run folder."""
+    for logger in trainer.loggers:
+        try:
+            logger.save()
+        except Exception as err:  # noqa: BLE001 - leaving anyway
+            log.debug("could not flush %s: %s", type(logger).__name__, err)
+    release_run_lock(trainer)
 
 
 def release_run_lock(trainer: pl.Trainer) -> None:

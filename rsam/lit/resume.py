@@ -10,14 +10,27 @@
   so all of them stop after the same step. :class:`rsam.lit.checkpointing.RunCheckpoint` then saves ``last.ckpt``
   there; on Slurm's requeue signal (SIGUSR1 with Lightning's SLURMEnvironment auto-requeue) Lightning's own requeue
   runs at that boundary too (``hpc_ckpt_N.ckpt``, then ``scontrol requeue``). The exit code is 128 + the signal.
+- :class:`PeerFailures` ends every rank promptly when an exception strikes one of them (the others sit in a collective
+  the failed rank will never join; with NCCL they would wait for the collective timeout). The failed rank writes
+  ``last.ckpt`` from its own replica first (DDP replicas are identical at a step boundary, so no barrier is needed;
+  :class:`rsam.lit.checkpointing.RunCheckpoint`), then posts a notice in the process group's key-value store (the
+  TCPStore that MASTER_ADDR:MASTER_PORT names, which answers while the ranks are blocked in collectives). A watcher
+  thread on every rank polls for it, and a notified rank leaves with exit code 2 without a traceback of its own, so
+  the one error message is the failed rank's.
 The training order itself is restored by the datamodule (it skips the batches the checkpointed epoch consumed).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
+import sys
 import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
 
 import lightning.pytorch as pl
 import torch
@@ -99,3 +112,142 @@ class Interruptions:
             and environment.auto_requeue
             and signum == int(environment.requeue_signal or signal.SIGUSR1)
         )
+
+
+FAILED_KEY = "rsam-fit/failed"  # {"rank", "error"} of the rank that failed first
+DONE_KEY = "rsam-fit/done-"  # + rank: that rank has seen the notice (or has written its checkpoint, if it failed)
+RELEASED_KEY = "rsam-fit/released"  # the failed rank has seen every DONE_KEY and touches the store no more
+PEER_EXIT_CODE = 2  # a rank ended because another failed: the run failed (the CLI's code for an error)
+
+
+def _store_client(timeout_s: float = 10.0):
+    """A client of the process group's TCPStore (MASTER_ADDR:MASTER_PORT, set by every launcher), or None."""
+    address, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not address or not port:
+        return None
+    return torch.distributed.TCPStore(
+        address, int(port), is_master=False, timeout=timedelta(seconds=timeout_s), wait_for_workers=False
+    )
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(poll_s)
+
+
+class PeerFailures:
+    """One rank's failure told to the others without a collective (see the module docstring).
+
+    The protocol, in the order it runs (no rank uses the store after global rank 0, which hosts it, may have left):
+
+    1. the failed rank (``failing`` set at once, so that its own watcher stays out of the way) decides on and writes
+       its checkpoint, sets ``FAILED_KEY`` and its ``DONE_KEY``, waits until every rank's ``DONE_KEY`` is there (at
+       most ``ACK_TIMEOUT_S``), sets ``RELEASED_KEY``; then its exception goes on to the CLI (one line, exit 2);
+    2. a notified rank sets its ``DONE_KEY``, logs one warning, waits for ``RELEASED_KEY`` and leaves (``os._exit``
+       with exit code 2, after flushing the loggers and releasing the run lock). Under Lightning's launcher global
+       rank 0 is the process the user started (its exit code is the run's) and the others are its children: rank 0
+       waits until the failed rank, when it is one of its children, has exited (so that its error line comes before
+       the shell's prompt); any other child waits until its parent, rank 0, has gone (at most ``PEER_WAIT_S``), as a
+       child that exits non-zero first makes rank 0's process observer SIGKILL rank 0 before rank 0 has reported.
+
+    A notified rank whose collective then breaks (the failed rank's sockets closed) leaves the same way instead of
+    reporting that second error. Two ranks failing at once both write ``last.ckpt`` from identical replicas (atomic
+    renames: either one is the file). A rank that dies without an exception (SIGKILL, out of memory) posts nothing:
+    the launcher ends the others (Lightning's process observer, ``srun --kill-on-bad-exit``, torchrun), unless their
+    collective breaks first (gloo), which each then handles as its own failure."""
+
+    POLL_S = 0.1
+    ACK_TIMEOUT_S = 20.0
+    PEER_WAIT_S = 30.0
+
+    def __init__(self):
+        self.failing = False
+        self.peer_failure: str | None = None
+        self._rank, self._world = 0, 1
+        self._launcher_parent: int | None = None  # rank 0's pid, when Lightning's launcher started this rank
+        self._children: dict[int, object] = {}  # global rank -> Popen: the ranks Lightning's launcher started here
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._on_leave: Callable[[], None] = lambda: None
+
+    def start(self, trainer: pl.Trainer, on_leave: Callable[[], None]) -> None:
+        """Start the watcher (once; several ranks only). ``on_leave`` runs before a notified rank exits."""
+        from lightning.fabric.plugins.environments import LightningEnvironment
+
+        if self._thread is not None or trainer.world_size == 1:
+            return
+        self._rank, self._world, self._on_leave = trainer.global_rank, trainer.world_size, on_leave
+        environment = trainer._accelerator_connector.cluster_environment
+        if type(environment) is LightningEnvironment and trainer.local_rank > 0:
+            self._launcher_parent = os.getppid()
+        if trainer.global_rank == 0:
+            procs = getattr(trainer.strategy.launcher, "procs", None) or []
+            self._children = {rank: proc for rank, proc in enumerate(procs, start=1)}
+        try:
+            store = _store_client()
+        except Exception as err:  # noqa: BLE001 - the run goes on; a failure then ends through the launcher
+            store, reason = None, f"{type(err).__name__}: {err}"
+        else:
+            reason = "MASTER_ADDR/MASTER_PORT are not set"
+        if store is None:
+            log.warning("rank %d: no process-group store (%s); a failure on one rank ends the others only "
+                        "through the launcher", self._rank, reason)  # fmt: skip
+            return
+        self._thread = threading.Thread(target=self._watch, args=(store,), daemon=True, name="rsam-peer-failures")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def announce(self, error: str) -> None:
+        """Tell the other ranks that this one failed, and wait until each has seen it (see the protocol)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        try:
+            store = _store_client()
+            store.set(FAILED_KEY, json.dumps({"rank": self._rank, "error": error}))
+            store.set(f"{DONE_KEY}{self._rank}", "1")
+            everyone = [f"{DONE_KEY}{rank}" for rank in range(self._world)]
+            _wait_for(lambda: store.check(everyone), self.ACK_TIMEOUT_S, self.POLL_S)
+            store.set(RELEASED_KEY, "1")
+        except Exception as err:  # noqa: BLE001 - then the launcher ends the others
+            log.warning("rank %d: could not tell the other ranks about the failure: %s", self._rank, err)
+
+    def leave(self) -> None:
+        """End this rank after another one failed: release what it holds, then exit without unwinding (its main
+        thread may be blocked in a collective that will never complete)."""
+        try:
+            self._on_leave()
+        finally:
+            if self._launcher_parent is not None:
+                _wait_for(lambda: os.getppid() != self._launcher_parent, self.PEER_WAIT_S, self.POLL_S)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(PEER_EXIT_CODE)
+
+    def _watch(self, store) -> None:
+        while not self._stop.wait(self.POLL_S):
+            try:
+                if not store.check([FAILED_KEY]):
+                    continue
+                notice = json.loads(store.get(FAILED_KEY))
+            except Exception:  # noqa: BLE001 - the store is gone (rank 0 ended): nothing to watch any more
+                return
+            if self.failing:
+                return  # this rank failed too: its own exception path runs
+            self.peer_failure = f"rank {notice['rank']} failed ({notice['error']})"
+            log.warning("rank %d: stopping because %s; that rank reports the error", self._rank, self.peer_failure)
+            try:
+                store.set(f"{DONE_KEY}{self._rank}", "1")
+                _wait_for(lambda: store.check([RELEASED_KEY]), self.ACK_TIMEOUT_S, self.POLL_S)
+            except Exception:  # noqa: BLE001 - the store is gone: the failed rank has gone on
+                pass
+            failed = self._children.get(notice["rank"])
+            if failed is not None:
+                try:
+                    failed.wait(timeout=self.PEER_WAIT_S)
+                except Exception:  # noqa: BLE001 - it hangs: leave anyway (the launcher's observer is gone with us)
+                    pass
+            self.leave()

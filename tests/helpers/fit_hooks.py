@@ -9,7 +9,10 @@ callbacks added to the recipe's (the same script is what Lightning's launcher re
   test writes ``RECORD_DIR/released`` itself. Every rank then sits in Python code, not inside a collective, when the
   signal arrives, so the stop is deterministic: the run stops after exactly that step. Under Slurm the signal may be
   SIGUSR1 (requeue); a restarted job (SLURM_RESTART_COUNT > 0) does not pause.
-- ``RSAM_TEST_FAIL_AT=K``: the training step after step K raises ValueError (a bad sample, as the data would);
+- ``RSAM_TEST_FAIL_AT=K``: the training step after step K raises ValueError (a bad sample, as the data would), on
+  every rank or, with ``RSAM_TEST_FAIL_RANK=R``, on global rank R only;
+- ``RSAM_TEST_FAIL_IN_UPDATE=K``: the optimizer update after step K raises ValueError once the torch optimizer has
+  changed the weights (mid-update: the weights hold step K+1, the counters step K), on ``RSAM_TEST_FAIL_RANK`` or all;
 - ``RSAM_TEST_STALL_WRITE=K``: the write of ``last.ckpt`` at step K stops after its temporary file is written (before
   the rename), writes ``RECORD_DIR/stalled`` and sleeps, so that the test can kill the process mid-write.
 """
@@ -69,13 +72,31 @@ class PauseAt(pl.Callback):
             time.sleep(0.05)
 
 
+def _failing_rank(rank: int) -> bool:
+    return os.environ.get("RSAM_TEST_FAIL_RANK", str(rank)) == str(rank)
+
+
+class FailInUpdate(pl.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step != self.step or not _failing_rank(trainer.global_rank):
+            return
+
+        def fail(torch_optimizer, args, kwargs):
+            raise ValueError(f"rank {trainer.global_rank}: failure inside the optimizer update (test failure)")
+
+        getattr(optimizer, "_optimizer", optimizer).register_step_post_hook(fail)
+
+
 def _fail_at(step: int) -> None:
     from rsam.lit.module import RemoteSAMModule
 
     original = RemoteSAMModule.training_step
 
     def training_step(self, batch, batch_idx):
-        if self.global_step == step:
+        if self.global_step == step and _failing_rank(self.global_rank):
             raise ValueError(f"sample {batch['meta'][0]['key']}: mask 10x10 differs from its image (test failure)")
         return original(self, batch, batch_idx)
 
@@ -108,6 +129,8 @@ def main() -> int:
 
     def build_callbacks(recipe, use_wandb, fitting):
         extra = [RecordOrder(folder)] + ([PauseAt(folder, pause_at)] if pause_at > 0 else [])
+        if os.environ.get("RSAM_TEST_FAIL_IN_UPDATE"):
+            extra.append(FailInUpdate(int(os.environ["RSAM_TEST_FAIL_IN_UPDATE"])))
         return original(recipe, use_wandb, fitting) + extra
 
     build.build_callbacks = build_callbacks

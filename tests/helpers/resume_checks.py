@@ -1,13 +1,15 @@
-"""Checks shared by the resume tests: a checkpoint's training state (files and DeepSpeed folders), bit-exact
-comparison, the data order a run recorded (``tests/helpers/fit_hooks.py``)."""
+"""Checks shared by the resume tests: running a hooked fit to its end, a checkpoint's training state (files and
+DeepSpeed folders), bit-exact comparison, the data order a run recorded (``tests/helpers/fit_hooks.py``)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from helpers.shard_utils import subprocess_env
 
 from rsam.lit.strategies import consolidate_checkpoint
 
@@ -19,6 +21,32 @@ def hooked_fit(recipe: Path, run: Path, record: Path, pause_at: int, *args: str)
     signal; 0: never), offline, into ``run``; ``args``: dotted overrides and options."""
     return [sys.executable, str(HOOKS), str(record), str(pause_at), "fit", "--config", str(recipe), "--no-wandb",
             f"trainer.default_root_dir={run}", *args]  # fmt: skip
+
+
+def start_fit(command: list[str], **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**subprocess_env(), **env}
+    )
+
+
+def finish_fit(proc: subprocess.Popen, timeout: int = 240) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a started fit; killed (and the test failed by the timeout) if it hangs."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    return proc.returncode, out, err
+
+
+def run_fit(command: list[str], timeout: int = 240, **env: str) -> tuple[int, str, str]:
+    return finish_fit(start_fit(command, **env), timeout)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The CLI's one-line error reports."""
+    return [line for line in stderr.splitlines() if line.startswith("rsam fit: error:")]
 
 
 def load_state(path: Path, scratch: Path) -> dict:
@@ -39,6 +67,13 @@ def load_state(path: Path, scratch: Path) -> dict:
         "optimizer_states": optimizer,
         "lr_schedulers": merged["lr_schedulers"],
     }
+
+
+def saved_step(path: Path, scratch: Path) -> int:
+    """The global_step of a Lightning checkpoint file or of a DeepSpeed checkpoint folder (any ZeRO stage)."""
+    if path.is_dir():
+        path = consolidate_checkpoint(path, scratch / "merged.ckpt")
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
 def read_order(record: Path, rank: int) -> list[dict]:
