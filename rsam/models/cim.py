@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsam.models.norms import BatchNorm1d, BatchNorm2d
+from rsam.models.recompute import checkpointed, training_recompute
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -183,7 +184,11 @@ class CIM(nn.Module):
             )
         out = torch.cat([F.adaptive_avg_pool2d(f, grid) for f in features], dim=1)
         out = self.down_channel(out)
+        # in training, the blocks (on the small stage-4 grid) and the scale-aware gates (1x1 convs, BatchNorm and
+        # upsampling at each stage's resolution) are recompute regions: cheap FLOPs, large maps
+        recompute = training_recompute(self, out)
         for block in self.block:
-            out = block(out)
+            out = checkpointed(block, out) if recompute else block(out)
         out = self.up_channel(self.bn(out))
-        return [gate(f, g) for gate, f, g in zip(self.fusion, features, out.split(self.channels, dim=1))]
+        parts = zip(self.fusion, features, out.split(self.channels, dim=1))
+        return [checkpointed(gate, f, g) if recompute else gate(f, g) for gate, f, g in parts]

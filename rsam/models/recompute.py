@@ -7,8 +7,9 @@ ends with a convolution or a matmul recomputes what feeds it, never the expensiv
 
 - ``model.activation_checkpointing`` (off by default): whole Swin stages, the CIM and the decoder.
 - :func:`training_recompute` regions, always on in training: parts whose activations are large and whose FLOPs
-  are small (the per-stage language fusion and gates, the decoder's rotated-conv routing, the bilinear upsampling
-  and concatenation in front of each decoder convolution).
+  are small (the per-stage language fusion and gates, the CIM blocks and scale-aware gates, the decoder's
+  rotated-conv routing, the bilinear upsampling and concatenation in front of each decoder convolution), and the
+  Swin MLP branch (:func:`rsam.models.swin.norm_mlp`, a custom function of the same kind).
 
 Gradients are those of the plain forward (the RNG state is restored, so dropout draws the same masks), and
 BatchNorm running statistics are restored after a recomputation, so they are updated once per step.
