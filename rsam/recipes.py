@@ -156,7 +156,7 @@ class PredictSection:
 class ModelSection(RemoteSAMConfig):
     """The architecture (:class:`RemoteSAMConfig`) plus how it runs, which is not part of the architecture."""
 
-    activation_checkpointing: bool = False  # recompute each Swin stage, the CIM and the decoder in backward
+    activation_checkpointing: bool = False  # recompute each Swin block, the CIM and each decoder level in backward
     compile: bool = False  # torch.compile the network (Module.compile: the state_dict keys are unchanged)
 
 

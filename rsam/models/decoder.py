@@ -190,8 +190,14 @@ class SimpleDecoding(nn.Module):
         x = F.relu(getattr(self, f"bn1_{level}")(x))
         return F.relu(getattr(self, f"bn2_{level}")(getattr(self, f"conv2_{level}")(x)))
 
-    def forward(self, c4: torch.Tensor, c3: torch.Tensor, c2: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
-        x = self._step(4, c4, c3)
-        x = self._step(3, x, c2)
-        x = self._step(2, x, c1)
+    def forward(
+        self, c4: torch.Tensor, c3: torch.Tensor, c2: torch.Tensor, c1: torch.Tensor, checkpoint_levels: bool = False
+    ) -> torch.Tensor:
+        """``checkpoint_levels``: each level is an activation-checkpointing region (model.activation_checkpointing)."""
+        x = c4
+        for level, skip in ((4, c3), (3, c2), (2, c1)):
+            if checkpoint_levels:
+                x = checkpointed(self, x, skip, call=lambda a, b, level=level: self._step(level, a, b))
+            else:
+                x = self._step(level, x, skip)
         return self.conv1_1(x)

@@ -66,13 +66,14 @@ class MultiModalStage(nn.Module):
         self.visual_gate = tanh_gate(dim)
         self.downsample = PatchMerging(dim, eps) if downsample else None
 
-    def run_blocks(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """The Swin blocks (text-independent)."""
+    def run_blocks(self, x: torch.Tensor, h: int, w: int, checkpoint_each: bool = False) -> torch.Tensor:
+        """The Swin blocks (text-independent); ``checkpoint_each``: each block is an activation-checkpointing
+        region (only its input is kept)."""
         hp = -(-h // self.window) * self.window
         wp = -(-w // self.window) * self.window
         mask = shifted_window_mask(hp, wp, self.window, self.shift, device=x.device, dtype=x.dtype)
         for block in self.blocks:
-            x = block(x, h, w, mask)
+            x = checkpointed(block, x, h, w, mask) if checkpoint_each else block(x, h, w, mask)
         return x
 
     def fuse(self, x: torch.Tensor, h: int, w: int, words: torch.Tensor, word_mask: torch.Tensor):
@@ -174,17 +175,19 @@ class MultiModalSwin(nn.Module):
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
         outs = []
-        for i, layer in enumerate(self.layers):
-            x_res, x, h_next, w_next = checkpointed(layer, x, h, w, words, word_mask)
+        for i, layer in enumerate(self.layers):  # per Swin block; the fusion is a recompute region already
+            x_res, x, h_next, w_next = layer.fuse(
+                layer.run_blocks(x, h, w, checkpoint_each=True), h, w, words, word_mask
+            )
             outs.append(self._stage_output(i, x_res, h, w))
             h, w = h_next, w_next
         return checkpointed(self.cim, outs)
 
 
 class RemoteSAM(nn.Module):
-    """``activation_checkpointing``: in training, recompute each Swin stage, the CIM and the decoder in the backward
-    pass instead of keeping their activations (same gradients, less memory, more time). A runtime switch, not part
-    of the architecture (:class:`RemoteSAMConfig`)."""
+    """``activation_checkpointing``: in training, recompute each Swin block, the CIM and each decoder level in the
+    backward pass instead of keeping their activations (same gradients, less memory, more time). A runtime switch,
+    not part of the architecture (:class:`RemoteSAMConfig`)."""
 
     def __init__(self, cfg: RemoteSAMConfig, *, activation_checkpointing: bool = False):
         super().__init__()
@@ -212,10 +215,8 @@ class RemoteSAM(nn.Module):
 
     def _decode(self, features: list[torch.Tensor], size) -> torch.Tensor:
         c1, c2, c3, c4 = features
-        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-            logits = checkpointed(self.classifier, c4, c3, c2, c1)
-        else:
-            logits = self.classifier(c4, c3, c2, c1)
+        checkpoint_levels = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        logits = self.classifier(c4, c3, c2, c1, checkpoint_levels=checkpoint_levels)
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
 
     def image_stem(self, images: torch.Tensor) -> ImageStem:
