@@ -134,7 +134,7 @@ def markdown(results: dict) -> str:
                 "time": found["seconds"] / official["seconds"],
                 "peak_rss": found["peak_rss_mb"] / official["peak_rss_mb"],
             }
-            chunk = f" (chunk {found['chunk_size']})" if "chunk_size" in found else ""
+            chunk = f" (chunk {found['chunk_size']})" if found.get("chunk_size") else ""
             lines.append(
                 f"| {entry['job']} | {entry['round']} | {official['seconds']:.1f} | {name}{chunk} | "
                 f"{found['seconds']:.1f} | **{ratio.get('time', float('nan')):.2f}×** | "

@@ -163,11 +163,8 @@ def _blobs(height=300, width=420):
     return mask
 
 
-@pytest.mark.parametrize("block_tiles", [1, 2])
-def test_objects_across_seams_are_one_instance_each(block_tiles):
-    mask = _blobs()
-    height, width = mask.shape
-    prob = np.where(mask > 0, 0.9, 0.1).astype(np.float32)
+def _crops_of(prob: np.ndarray):
+    """A tile runner that returns ``prob``'s crop for each tile (zero past the scene edge), every pixel valid."""
 
     def runner(tiles):
         out = []
@@ -177,6 +174,17 @@ def test_objects_across_seams_are_one_instance_each(block_tiles):
             crop[0, : region.shape[0], : region.shape[1]] = region
             out.append(TileResult(np.ones((t.size, t.size), bool), crop))
         return out
+
+    return runner
+
+
+@pytest.mark.parametrize("block_tiles", [1, 2])
+def test_objects_across_seams_are_one_instance_each(block_tiles):
+    mask = _blobs()
+    height, width = mask.shape
+    prob = np.where(mask > 0, 0.9, 0.1).astype(np.float32)
+
+    runner = _crops_of(prob)
 
     collector = InstanceCollector(["thing"], width, height)
     blend_scene(width, height, TileGrid(width, height, 64, 16), runner, 1, collector, block_tiles=block_tiles)
@@ -228,14 +236,7 @@ def _watch_open_state(mask: np.ndarray, block_tiles: int, transform=None):
     height, width = mask.shape
     prob = np.where(mask > 0, 0.9, 0.1).astype(np.float32)
 
-    def runner(tiles):
-        out = []
-        for t in tiles:
-            crop = np.zeros((1, t.size, t.size), np.float32)
-            region = prob[t.y : t.y + t.size, t.x : t.x + t.size]
-            crop[0, : region.shape[0], : region.shape[1]] = region
-            out.append(TileResult(np.ones((t.size, t.size), bool), crop))
-        return out
+    runner = _crops_of(prob)
 
     collector = InstanceCollector(["dot"], width, height, transform)
     seen = np.zeros((height, width), np.uint8)
