@@ -183,18 +183,29 @@ def test_an_exception_on_one_rank_saves_the_last_completed_step_and_resumes_exac
     _assert_same_state(full_last, last, tmp_path)
 
 
-def test_an_exception_with_zero_partitioned_state_keeps_the_newest_checkpoint(uninterrupted, tmp_path):
-    recipe, _ = uninterrupted
+@pytest.mark.parametrize("strategy", ["zero2", "zero3"])
+def test_an_exception_with_deepspeed_saves_every_ranks_part_and_resumes_exactly(strategy, uninterrupted, tmp_path):
+    recipe, full = uninterrupted
+    full_last, full_record = full(strategy)
     run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
-    command = _command(recipe, run, tmp_path / "record", 0, "zero2")
+    records = [tmp_path / f"record{i}" for i in range(2)]
+
+    # a bad sample on rank 1 in the step after step 3 (mid-epoch; rank 0 runs its forward pass, so its BatchNorm
+    # statistics hold part of step 4, then waits in a collective): every rank writes its part, rank 1 puts it in place
+    command = _command(recipe, run, records[0], 0, strategy)
     rc, _, err = run_fit(command, timeout=NO_HANG_S, RSAM_TEST_FAIL_AT="3", RSAM_TEST_FAIL_RANK="1")
     assert rc == 2, err[-4000:]
     (line,) = error_lines(err)
     assert "mask 10x10 differs from its image" in line and "Traceback" not in err
-    assert (
-        "rank 1: ValueError ended the fit; DeepSpeed ZeRO stage 2 partitions the optimizer state and gradients over "
-        "the ranks, and one rank cannot save alone, so no checkpoint is written; the newest checkpoint on disk, "
-        f"{last}, stays the one to resume" in err
-    )
-    assert "rank 0: stopping because rank 1 failed" in err
-    assert saved_step(last, tmp_path) == 2  # the epoch-end save, untouched
+    assert f"ValueError on rank 1 ended the fit: saved {last} at step 3, the last completed step" in err, err[-3000:]
+    assert "rank 0: stopping because rank 1 failed (ValueError: sample " in err
+    assert saved_step(last, tmp_path) == 3
+    assert sorted(path.name for path in last.parent.iterdir() if path.name.startswith(".")) == []  # no temporary
+    assert not (run / ".rsam-fit.lock").exists()
+
+    rc, _, err = run_fit(_command(recipe, run, records[1], 0, strategy, "--ckpt_path", "last"), timeout=NO_HANG_S)
+    assert rc == 0, err[-4000:]
+    for rank in (0, 1):
+        assert _steps(records[0], rank) == [0, 1, 2, 3] and _steps(records[1], rank) == [3, 4, 5]
+        assert read_order(records[0], rank)[:3] + read_order(records[1], rank) == read_order(full_record, rank), rank
+    _assert_same_state(full_last, last, tmp_path)

@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 import zipfile
@@ -42,6 +43,7 @@ from rsam.lit.resume import PeerFailures
 log = logging.getLogger(__name__)
 
 TEMP_MARK = ".tmp-"  # ".<name>.tmp-<pid>": a checkpoint being written (or left by a killed writer)
+OLD_MARK = ".old-"  # ".<name>.old-<pid>": a checkpoint folder moved aside while its replacement is renamed in
 LOCK_NAME = ".rsam-fit.lock"
 REQUIRED_KEYS = ("state_dict", "global_step")
 
@@ -98,13 +100,21 @@ def atomic_save(checkpoint: dict, path: str | Path) -> None:
         _fsync_folder(path.parent)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
-        cause = _os_error(err)
-        if cause is None:
+        failure = write_failure(path, err)
+        if failure is None:
             raise
-        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
-        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CheckpointWriteError(f"no space left on the device to write checkpoint {path}; {kept}") from err
-        raise CheckpointWriteError(f"cannot write checkpoint {path}: {cause.strerror or cause}; {kept}") from err
+        raise failure from err
+
+
+def write_failure(path: Path, err: BaseException) -> CheckpointWriteError | None:
+    """The one-line error for a checkpoint write that failed with an OSError (a full disk, ...), or None."""
+    cause = _os_error(err)
+    if cause is None:
+        return None
+    kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+    if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CheckpointWriteError(f"no space left on the device to write checkpoint {path}; {kept}")
+    return CheckpointWriteError(f"cannot write checkpoint {path}: {cause.strerror or cause}; {kept}")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -116,16 +126,51 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_save(checkpoint, path)
 
 
+def replace_folder(new: Path, path: Path) -> None:
+    """Put the finished checkpoint folder ``new`` (a DeepSpeed checkpoint) in place of ``path``.
+
+    A folder cannot be renamed over a non-empty one, so the old folder is first renamed to ``.<name>.old-<pid>``,
+    then ``new`` to ``path``, then the old one is deleted. A kill between the two renames leaves the old folder under
+    its ``.old-`` name, which :func:`remove_orphans` renames back when there is no ``path``."""
+    new, path = Path(new), Path(path)
+    for folder in [*new.rglob("*"), new]:  # the files' data and the folder entries reach the disk first
+        if folder.is_dir():
+            _fsync_folder(folder)
+        else:
+            with open(folder, "rb") as handle:
+                os.fsync(handle.fileno())
+    old = path.with_name(f".{path.name}{OLD_MARK}{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(new, path)
+    _fsync_folder(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_suffix(path: Path, mark: str) -> bool:
+    return mark in path.name and path.name.rsplit(mark, 1)[-1].isdigit()
+
+
 def remove_orphans(*folders: Path) -> list[Path]:
-    """Delete temporary checkpoint files left by a killed writer (call while holding the run folder's lock)."""
+    """Delete temporary checkpoint files and folders left by a killed writer, and put back a DeepSpeed checkpoint
+    folder that a killed :func:`replace_folder` had moved aside (call while holding the run folder's lock)."""
     removed = []
     for folder in folders:
         if not folder.is_dir():
             continue
+        for path in sorted(folder.glob(f".*{OLD_MARK}*")):
+            if not _pid_suffix(path, OLD_MARK):
+                continue
+            original = path.with_name(path.name[1:].rsplit(OLD_MARK, 1)[0])
+            if original.exists():
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+            else:
+                log.warning("restoring %s from %s (its replacement was killed half-way)", original, path)
+                os.replace(path, original)
         for path in sorted(folder.glob(f".*{TEMP_MARK}*")):
-            if path.is_file() and path.name.rsplit(TEMP_MARK, 1)[-1].isdigit():
+            if _pid_suffix(path, TEMP_MARK) and (path.is_file() or path.is_dir()):
                 log.warning("removing %s, a checkpoint write that never finished (its process was killed)", path)
-                path.unlink()
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
                 removed.append(path)
     return removed
 
@@ -195,7 +240,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.peers = PeerFailures()
         self.stopped_by: int | None = None
         self._step_checked: int | None = None
-        self._updating = False
+        self.step_start = StepStart()
 
     @property
     def last_path(self) -> Path:
@@ -208,6 +253,7 @@ class RunCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
         if stage == "fit":  # the process group exists from here on
             self.peers.start(trainer, on_leave=lambda: _leave_run(trainer))
+            self.peers.on_save_request = lambda request: self._save_part(trainer, Path(request["folder"]))
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module) -> None:
         self.interruptions.install(trainer.global_rank)  # replaces Lightning's handlers, registered just before
@@ -218,13 +264,10 @@ class RunCheckpoint(ModelCheckpoint):
         self.interruptions.install(trainer.global_rank)  # (when there is no sanity check)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        self._updating = False
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self._updating = True  # the closure (forward, backward) is done; the parameters change from here
+        if trainer.global_step != self.step_start.step:
+            self.step_start.record(trainer, pl_module)  # the first batch of an optimisation step
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self._updating = False
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if trainer.global_step == self._step_checked:
             return  # inside an accumulation window: stop only where an optimisation step has just finished
@@ -268,57 +311,84 @@ class RunCheckpoint(ModelCheckpoint):
         - Several ranks, DDP: the failed rank writes it from its own replica (DDP keeps every replica identical at a
           step boundary), through the atomic CheckpointIO and without Lightning's barrier, which the other ranks,
           blocked in a collective, would never reach. Then :class:`rsam.lit.resume.PeerFailures` tells them to leave.
-        - Several ranks with sharded state (DeepSpeed ZeRO, FSDP, a sharded optimizer): no rank holds the whole
-          state, so nothing is written; the log says so and the newest checkpoint on disk stays the one to resume.
-        - An exception inside the optimizer update (after ``on_before_optimizer_step``): some parameters and optimizer
-          moments may already hold the new step while the counters do not, and the previous weights exist nowhere
-          in memory (keeping a copy would double the memory of every step), so nothing is written; the log says so.
+        - Several ranks, DeepSpeed (ZeRO stage 1/2/3: no rank holds the whole state): the failed rank asks every rank,
+          through the process group's store, to write its part of the checkpoint folder (:meth:`_save_part`; the
+          others do it from their watcher thread) into one temporary folder, which it puts in place of ``last.ckpt``
+          once every part is there (:func:`replace_folder`); if a rank cannot, nothing replaces the newest checkpoint
+          and the log says which rank and why.
+        - Other strategies that may shard their state over several ranks (FSDP, a sharded optimizer): nothing is
+          written; the log says so and the newest checkpoint on disk stays the one to resume.
+        - The state of the last completed step: the buffers a forward pass changes (BatchNorm statistics) are put back
+          from their copy at the step's start, the batch counters go back to the step's first batch (a gradient-
+          accumulation window restarts whole), and the optimizer's tensors are checked by their version counters: an
+          exception after the optimizer update had begun changing them (some weights and moments already hold the
+          new step) writes nothing rather than a torn state, as the previous values exist nowhere in memory.
         A rank that failed only because another one failed first (its collective broke) leaves quietly."""
         self.interruptions.uninstall()
         if self.peers.peer_failure is not None:
             self.peers.leave()
         self.peers.failing = True
+        told = False
         try:
-            self._save_after(trainer, exception)
+            told = self._save_after(trainer, exception)
         finally:
-            if not isinstance(exception, (SIGTERMException, RunFolderInUse)):  # those reach every rank together
-                self.peers.announce(f"{type(exception).__name__}: {exception}")
+            if not told and not isinstance(exception, (SIGTERMException, RunFolderInUse)):  # those reach every rank
+                self.peers.announce(_describe(exception))
 
-    def _save_after(self, trainer: pl.Trainer, exception: BaseException) -> None:
+    def _save_after(self, trainer: pl.Trainer, exception: BaseException) -> bool:
+        """Save what the failure left (see :meth:`on_exception`); True when the other ranks have been told."""
         if trainer.state.fn != "fit" or trainer.sanity_checking or isinstance(exception, SIGTERMException):
-            return
+            return False
         if isinstance(exception, CheckpointError) or self._last_global_step_saved == trainer.global_step:
-            return  # a full disk (a second write would fail too), a folder another fit holds, or a step on disk
+            return False  # a full disk (a second write would fail too), a folder another fit holds, or a step on disk
         rank, name = trainer.global_rank, type(exception).__name__
-        batch = trainer.fit_loop.epoch_loop.batch_progress.total
-        if self._updating and batch.processed < batch.started:
-            log.error(
-                "rank %d: %s came during the optimizer update of step %d: the weights and optimizer state may be "
-                "partly updated, so no checkpoint is written; %s",
-                rank,
-                name,
-                trainer.global_step + 1,
-                self._on_disk(),
-            )
-            return
+        torn = self._torn(trainer)
+        if torn is not None:
+            log.error("rank %d: %s came %s, so no checkpoint is written; %s", rank, name, torn, self._on_disk())
+            return False
+        if trainer.world_size > 1 and _is_deepspeed(trainer):
+            self._save_sharded(trainer, exception)
+            return True
         problem = rank_local_save_problem(trainer) if trainer.world_size > 1 else None
         if problem is not None:
             log.error("rank %d: %s ended the fit; %s, so no checkpoint is written; %s", rank, name, problem,
                       self._on_disk())  # fmt: skip
-            return
-        _forget_unfinished_batch(trainer)
+            return False
+        self._back_to_last_step(trainer)
         try:
             self._save_last_here(trainer) if trainer.world_size > 1 else self.save_last_now(trainer)
         except Exception as err:  # keep the original error as the one reported
             log.error("could not save %s after the failure: %s", self.last_path, err)
-            return
+            return False
+        self._log_saved(trainer, name)
+        return False
+
+    def _log_saved(self, trainer: pl.Trainer, name: str) -> None:
         log.warning(
             "%s on rank %d ended the fit: saved %s at step %d, the last completed step (resume with --ckpt_path last)",
             name,
-            rank,
+            trainer.global_rank,
             self.last_path,
             trainer.global_step,
         )
+
+    def _torn(self, trainer: pl.Trainer) -> str | None:
+        """Where the failure struck, when the optimizer update of an unfinished step had begun changing its tensors."""
+        if trainer.global_step != self.step_start.step:
+            return None  # no step had begun, or the failure came after the step had finished
+        changed, total = self.step_start.changed(trainer)
+        if not changed:
+            return None
+        step = trainer.global_step + 1
+        return (f"during the optimizer update of step {step}, after it had changed {changed} of the {total} weight "
+                "and optimizer-state tensors (the previous values exist nowhere in memory)")  # fmt: skip
+
+    def _back_to_last_step(self, trainer: pl.Trainer) -> None:
+        """The live state as at the end of the last completed step (buffers, batch counters)."""
+        if trainer.global_step == self.step_start.step:
+            self.step_start.put_back(trainer)
+        else:
+            _forget_unfinished_batch(trainer)
 
     def _save_last_here(self, trainer: pl.Trainer) -> None:
         """``last.ckpt`` from this rank's replica alone: what Lightning's save writes on rank 0, without its barrier."""
@@ -326,6 +396,61 @@ class RunCheckpoint(ModelCheckpoint):
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
         trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.last_path)
         self._last_global_step_saved = trainer.global_step
+
+    def _save_part(self, trainer: pl.Trainer, folder: Path) -> dict:
+        """This rank's files of a DeepSpeed checkpoint of the last completed step, written into ``folder`` without a
+        collective (from the watcher thread on a rank that another rank's failure stopped): {"saved", "reason"}."""
+        torn = self._torn(trainer)
+        if torn is not None:
+            return {"saved": False, "reason": f"rank {trainer.global_rank} was stopped {torn}"}
+        before = self.step_start.changed(trainer)
+        buffers = None
+        if trainer.global_step == self.step_start.step:  # the live buffers may hold part of the unfinished step
+            self.step_start.put_back_counters(trainer)
+            buffers = self.step_start.buffers
+        else:
+            _forget_unfinished_batch(trainer)
+        save_deepspeed_part(trainer, folder, buffers)
+        if self.step_start.changed(trainer) != before:
+            rank = trainer.global_rank
+            return {"saved": False, "reason": f"rank {rank}'s optimizer state changed while it was written"}
+        return {"saved": True}
+
+    def _save_sharded(self, trainer: pl.Trainer, exception: BaseException) -> None:
+        """Every rank writes its part into one temporary folder, which then replaces ``last.ckpt`` (the failed rank
+        coordinates; see :class:`rsam.lit.resume.PeerFailures`)."""
+        rank, name, last = trainer.global_rank, type(exception).__name__, self.last_path
+        folder = temp_path(last)
+        shutil.rmtree(folder, ignore_errors=True)
+        notice = self.peers.post(_describe(exception), save={"folder": str(folder)})
+        if notice is None or notice["rank"] != rank:  # no store, or another rank failed first: it coordinates
+            if notice is not None:
+                self.peers.take_part(notice)
+            return
+        try:
+            mine = self._save_part(trainer, folder)
+        except Exception as err:  # noqa: BLE001 - reported with the others' outcomes
+            mine = {"saved": False, "reason": f"rank {rank}: {type(err).__name__}: {err}"}
+        self.peers.done(mine)
+        outcomes = self.peers.collect(self.peers.SAVE_TIMEOUT_S)
+        missing = [f"rank {r} did not answer" for r, outcome in outcomes.items() if outcome is None]
+        failed = [outcome.get("reason", f"rank {r} failed") for r, outcome in outcomes.items()
+                  if outcome is not None and not outcome["saved"]]  # fmt: skip
+        try:
+            if missing or failed:
+                why = "; ".join(missing + failed)
+                log.error("rank %d: %s ended the fit; the ranks could not all write their part of the checkpoint "
+                          "(%s), so none is written; %s", rank, name, why, self._on_disk())  # fmt: skip
+                return
+            (folder / "latest").write_text("checkpoint")  # Lightning's DeepSpeed tag
+            replace_folder(folder, last)
+            self.last_model_path, self._last_global_step_saved = str(last), trainer.global_step
+            self._log_saved(trainer, name)
+        except Exception as err:  # keep the original error as the one reported
+            log.error("could not save %s after the failure: %s", last, err)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            self.peers.release()
 
     def _on_disk(self) -> str:
         path = self.last_path
@@ -342,6 +467,122 @@ class RunCheckpoint(ModelCheckpoint):
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self.interruptions.uninstall()
         self.peers.stop()
+
+
+class StepStart:
+    """The run's state where the current optimisation step began, to tell whether an exception left the last
+    completed step intact, and to put back what the unfinished step changed before its optimizer update.
+
+    - The persistent buffers (BatchNorm running statistics, which every forward pass changes) are copied: a few MB.
+    - The tensors the optimizer updates (its parameters; with DeepSpeed ZeRO the fp32 master partitions) and its
+      state are not copied: their version counters, which every in-place change bumps, tell whether the update had
+      begun (a new state entry counts as a change).
+    - The batch counters at the step's first batch, so that an unfinished gradient-accumulation window restarts
+      whole (the datamodule resumes after ``current.processed`` batches)."""
+
+    def __init__(self):
+        self.step: int | None = None
+        self.buffers: dict[str, torch.Tensor] = {}
+        self._tensors: list[torch.Tensor] = []
+        self._versions: list[int] = []
+        self._processed = (0, 0)
+
+    def record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.step = trainer.global_step
+        self.buffers = {name: buffer.detach().clone() for name, buffer in persistent_buffers(pl_module)}
+        self._tensors = optimizer_tensors(trainer)
+        self._versions = [tensor._version for tensor in self._tensors]
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        self._processed = (progress.total.processed, progress.current.processed)
+
+    def changed(self, trainer: pl.Trainer) -> tuple[int, int]:
+        """(how many of the optimizer's tensors changed since the step began, how many it has now)."""
+        now = optimizer_tensors(trainer)
+        if len(now) != len(self._tensors) or any(a is not b for a, b in zip(now, self._tensors)):
+            return max(1, abs(len(now) - len(self._tensors))), len(now)
+        return sum(t._version != v for t, v in zip(self._tensors, self._versions)), len(now)
+
+    def put_back(self, trainer: pl.Trainer) -> None:
+        """The buffers and batch counters as they were when the step began (call from the training thread)."""
+        live = dict(persistent_buffers(trainer.lightning_module))
+        with torch.no_grad():
+            for name, saved in self.buffers.items():
+                live[name].copy_(saved)
+        self.put_back_counters(trainer)
+
+    def put_back_counters(self, trainer: pl.Trainer) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        for tracker, processed in zip((loop.batch_progress.total, loop.batch_progress.current), self._processed):
+            tracker.ready = tracker.started = tracker.processed = processed
+            tracker.completed = min(tracker.completed, processed)
+        loop.automatic_optimization.optim_progress.reset_on_restart()
+
+
+def persistent_buffers(module: torch.nn.Module):
+    """(state_dict name, buffer) of every buffer a state_dict holds."""
+    for prefix, sub in module.named_modules():
+        for name, buffer in sub._buffers.items():
+            if buffer is not None and name not in sub._non_persistent_buffers_set:
+                yield (f"{prefix}.{name}" if prefix else name), buffer
+
+
+def optimizer_tensors(trainer: pl.Trainer) -> list[torch.Tensor]:
+    """The tensors the optimizers update in place: their parameters and state (for DeepSpeed's ZeRO optimizer, the
+    torch optimizer it wraps, whose parameters are the fp32 master partitions)."""
+    tensors: list[torch.Tensor] = []
+    for optimizer in trainer.optimizers:
+        optimizer = getattr(optimizer, "_optimizer", optimizer)  # a LightningOptimizer
+        for torch_optimizer in (optimizer, getattr(optimizer, "optimizer", None)):
+            if not isinstance(torch_optimizer, torch.optim.Optimizer):
+                continue
+            for group in torch_optimizer.param_groups:
+                tensors.extend(group["params"])
+            for state in torch_optimizer.state.values():
+                tensors.extend(value for value in state.values() if isinstance(value, torch.Tensor))
+    return tensors
+
+
+def save_deepspeed_part(trainer: pl.Trainer, folder: Path, buffers: dict[str, torch.Tensor] | None) -> None:
+    """This rank's files of a Lightning DeepSpeed checkpoint folder, as ``DeepSpeedEngine.save_checkpoint`` writes
+    them (its model-states file when the rank writes one, its ZeRO partition of the optimizer state), without the
+    engine's collectives (the barriers and the tag check), with ``buffers`` in place of the live buffers when given
+    and Lightning's training state (loops, callbacks, schedulers) as the client state, as Lightning saves it."""
+    import deepspeed
+
+    strategy = trainer.strategy
+    engine, tag = strategy.deepspeed_engine, "checkpoint"  # Lightning's tag
+    exclude = strategy.exclude_frozen_parameters
+    (folder / tag).mkdir(parents=True, exist_ok=True)
+    client = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+    client = {key: value for key, value in client.items() if key not in ("state_dict", "optimizer_states")}
+    if engine.save_non_zero_checkpoint:
+        module = engine.module_state_dict(exclude_frozen_parameters=exclude)
+        module.update({name: value for name, value in (buffers or {}).items() if name in module})
+        frozen = engine.zero_optimization_partition_gradients() and not exclude
+        state = engine._common_checkpoint_state(module, engine.zero_optimization(), frozen)
+        state.update(client)
+        _save_synced(state, engine._get_ckpt_name(str(folder), tag))
+    if engine.save_zero_checkpoint:
+        zero = {"optimizer_state_dict": engine.optimizer.state_dict(), "ds_config": engine.config,
+                "ds_version": deepspeed.__version__}  # fmt: skip
+        _save_synced(zero, engine._get_zero_ckpt_name(str(folder), tag))
+
+
+def _save_synced(state: dict, path: str) -> None:
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _is_deepspeed(trainer: pl.Trainer) -> bool:
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    return isinstance(trainer.strategy, DeepSpeedStrategy)
+
+
+def _describe(exception: BaseException) -> str:
+    return f"{type(exception).__name__}: {exception}"
 
 
 def rank_local_save_problem(trainer: pl.Trainer) -> str | None:

@@ -141,35 +141,48 @@ class PeerFailures:
 
     The protocol, in the order it runs (no rank uses the store after global rank 0, which hosts it, may have left):
 
-    1. the failed rank (``failing`` set at once, so that its own watcher stays out of the way) decides on and writes
-       its checkpoint, sets ``FAILED_KEY`` and its ``DONE_KEY``, waits until every rank's ``DONE_KEY`` is there (at
-       most ``ACK_TIMEOUT_S``), sets ``RELEASED_KEY``; then its exception goes on to the CLI (one line, exit 2);
-    2. a notified rank sets its ``DONE_KEY``, logs one warning, waits for ``RELEASED_KEY`` and leaves (``os._exit``
-       with exit code 2, after flushing the loggers and releasing the run lock). Under Lightning's launcher global
-       rank 0 is the process the user started (its exit code is the run's) and the others are its children: rank 0
-       waits until the failed rank, when it is one of its children, has exited (so that its error line comes before
-       the shell's prompt); any other child waits until its parent, rank 0, has gone (at most ``PEER_WAIT_S``), as a
-       child that exits non-zero first makes rank 0's process observer SIGKILL rank 0 before rank 0 has reported.
+    1. the failed rank (``failing`` set at once, so that its own watcher stays out of the way) posts ``FAILED_KEY``
+       (:meth:`post`; the first failure's notice stands when two ranks fail at once); with DDP it has already written
+       ``last.ckpt`` from its own replica; with sharded state the notice carries a save request (the folder every rank
+       writes its part of the checkpoint into), and it writes its own part. It sets its ``DONE_KEY``, waits until every
+       rank's ``DONE_KEY`` is there (:meth:`collect`; at most ``ACK_TIMEOUT_S``, or ``SAVE_TIMEOUT_S`` for a save),
+       finishes the save if every part was written, and sets ``RELEASED_KEY`` (:meth:`release`); then its exception
+       goes on to the CLI (one line, exit 2);
+    2. a notified rank writes its part when asked (``on_save_request``, from the watcher thread, while its main thread
+       sits in a collective that will never complete, or still computes a step that cannot finish: only tensors that
+       the step does not change before its optimizer update are read), sets its ``DONE_KEY`` to the outcome (JSON),
+       logs one warning, waits for ``RELEASED_KEY`` and leaves (``os._exit`` with exit code 2, after flushing the
+       loggers and releasing the run lock). Under Lightning's launcher global rank 0 is the process the user started
+       (its exit code is the run's) and the others are its children: rank 0 waits until the failed rank, when it is
+       one of its children, has exited (so that its error line comes before the shell's prompt); any other child waits
+       until its parent, rank 0, has gone (at most ``PEER_WAIT_S``), as a child that exits non-zero first makes rank
+       0's process observer SIGKILL rank 0 before rank 0 has reported.
 
     A notified rank whose collective then breaks (the failed rank's sockets closed) leaves the same way instead of
-    reporting that second error. Two ranks failing at once both write ``last.ckpt`` from identical replicas (atomic
-    renames: either one is the file). A rank that dies without an exception (SIGKILL, out of memory) posts nothing:
-    the launcher ends the others (Lightning's process observer, ``srun --kill-on-bad-exit``, torchrun), unless their
-    collective breaks first (gloo), which each then handles as its own failure."""
+    reporting that second error (after its watcher has finished). A rank that dies without an exception (SIGKILL, out
+    of memory) posts nothing: the launcher ends the others (Lightning's process observer, ``srun --kill-on-bad-exit``,
+    torchrun), unless their collective breaks first (gloo), which each then handles as its own failure."""
 
     POLL_S = 0.1
     ACK_TIMEOUT_S = 20.0
+    SAVE_TIMEOUT_S = 600.0  # every rank writes its part of a sharded checkpoint
     PEER_WAIT_S = 30.0
 
     def __init__(self):
         self.failing = False
         self.peer_failure: str | None = None
+        self.on_save_request: Callable[[dict], dict] | None = None  # this rank's part of a save -> {"saved", "reason"}
         self._rank, self._world = 0, 1
         self._launcher_parent: int | None = None  # rank 0's pid, when Lightning's launcher started this rank
         self._children: dict[int, object] = {}  # global rank -> Popen: the ranks Lightning's launcher started here
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_leave: Callable[[], None] = lambda: None
+        self._store = None
+
+    @property
+    def active(self) -> bool:
+        return self._thread is not None
 
     def start(self, trainer: pl.Trainer, on_leave: Callable[[], None]) -> None:
         """Start the watcher (once; several ranks only). ``on_leave`` runs before a notified rank exits."""
@@ -200,24 +213,62 @@ class PeerFailures:
     def stop(self) -> None:
         self._stop.set()
 
+    def post(self, error: str, save: dict | None = None) -> dict | None:
+        """Post this rank's failure (with a save request for every rank, or none); the notice that stands (this
+        one, or another rank's that came first), or None without a store."""
+        if self._thread is None:
+            return None
+        self._stop.set()
+        mine = json.dumps({"rank": self._rank, "error": error, "save": save})
+        try:
+            self._store = _store_client()
+            return json.loads(self._store.compare_set(FAILED_KEY, "", mine))
+        except Exception as err:  # noqa: BLE001 - then the launcher ends the others
+            log.warning("rank %d: could not tell the other ranks about the failure: %s", self._rank, err)
+            self._store = None
+            return None
+
+    def done(self, outcome: dict) -> None:
+        """This rank's ``DONE_KEY``: it has seen the notice, and how its part of a save went."""
+        if self._store is not None:
+            self._store.set(f"{DONE_KEY}{self._rank}", json.dumps(outcome))
+
+    def collect(self, timeout_s: float) -> dict[int, dict | None]:
+        """Every rank's outcome (None for a rank that did not answer within ``timeout_s``)."""
+        if self._store is None:
+            return {}
+        everyone = [f"{DONE_KEY}{rank}" for rank in range(self._world)]
+        _wait_for(lambda: self._store.check(everyone), timeout_s, self.POLL_S)
+        outcomes: dict[int, dict | None] = {}
+        for rank, key in enumerate(everyone):
+            outcomes[rank] = json.loads(self._store.get(key)) if self._store.check([key]) else None
+        return outcomes
+
+    def release(self) -> None:
+        if self._store is not None:
+            self._store.set(RELEASED_KEY, "1")
+
+    def wait_released(self, timeout_s: float) -> None:
+        if self._store is not None:
+            _wait_for(lambda: self._store.check([RELEASED_KEY]), timeout_s, self.POLL_S)
+
     def announce(self, error: str) -> None:
         """Tell the other ranks that this one failed, and wait until each has seen it (see the protocol)."""
-        if self._thread is None:
+        if self.post(error) is None:
             return
-        self._stop.set()
         try:
-            store = _store_client()
-            store.set(FAILED_KEY, json.dumps({"rank": self._rank, "error": error}))
-            store.set(f"{DONE_KEY}{self._rank}", "1")
-            everyone = [f"{DONE_KEY}{rank}" for rank in range(self._world)]
-            _wait_for(lambda: store.check(everyone), self.ACK_TIMEOUT_S, self.POLL_S)
-            store.set(RELEASED_KEY, "1")
+            self.done({"saved": False})
+            self.collect(self.ACK_TIMEOUT_S)
+            self.release()
         except Exception as err:  # noqa: BLE001 - then the launcher ends the others
             log.warning("rank %d: could not tell the other ranks about the failure: %s", self._rank, err)
 
     def leave(self) -> None:
-        """End this rank after another one failed: release what it holds, then exit without unwinding (its main
-        thread may be blocked in a collective that will never complete)."""
+        """End this rank after another one failed: let the watcher finish this rank's part of a save, release what
+        the rank holds, then exit without unwinding (its main thread may be blocked in a collective that will never
+        complete)."""
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self._thread.join(self.SAVE_TIMEOUT_S)  # it exits the process itself when it is done
         try:
             self._on_leave()
         finally:
@@ -226,6 +277,22 @@ class PeerFailures:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(PEER_EXIT_CODE)
+
+    def take_part(self, notice: dict) -> None:
+        """This rank's answer to another rank's failure notice: its part of the save when one is asked for, its
+        ``DONE_KEY``, then wait for the failed rank's release."""
+        request = notice.get("save")
+        outcome = {"saved": False}
+        if request and self.on_save_request is not None:
+            try:
+                outcome = self.on_save_request(request)
+            except Exception as err:  # noqa: BLE001 - reported to the failed rank, which names it
+                outcome = {"saved": False, "reason": f"{type(err).__name__}: {err}"}
+        try:
+            self.done(outcome)
+            self.wait_released(self.SAVE_TIMEOUT_S if request else self.ACK_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - the store is gone: the failed rank has gone on
+            pass
 
     def _watch(self, store) -> None:
         while not self._stop.wait(self.POLL_S):
@@ -239,11 +306,8 @@ class PeerFailures:
                 return  # this rank failed too: its own exception path runs
             self.peer_failure = f"rank {notice['rank']} failed ({notice['error']})"
             log.warning("rank %d: stopping because %s; that rank reports the error", self._rank, self.peer_failure)
-            try:
-                store.set(f"{DONE_KEY}{self._rank}", "1")
-                _wait_for(lambda: store.check([RELEASED_KEY]), self.ACK_TIMEOUT_S, self.POLL_S)
-            except Exception:  # noqa: BLE001 - the store is gone: the failed rank has gone on
-                pass
+            self._store = store
+            self.take_part(notice)
             failed = self._children.get(notice["rank"])
             if failed is not None:
                 try:

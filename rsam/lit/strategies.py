@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,33 @@ class RsamDeepSpeedStrategy(DeepSpeedStrategy):
         if self._layer_sync is not None and self.model is not None:
             self.model = self._layer_sync.apply(self.model)  # trainer.sync_batchnorm
         super().setup(trainer)
+
+    def save_checkpoint(self, checkpoint: dict, filepath, storage_options=None) -> None:
+        """Lightning's DeepSpeed save (every rank writes its files of the checkpoint folder), made atomic: the
+        ranks write into ``.<name>.tmp-<pid of rank 0>`` next to ``filepath``; once all have written it (a barrier),
+        rank 0 puts it in place of the previous folder (``replace_folder``); with node-local storage, so does each
+        node's local rank 0. A failed write removes the temporary folder, keeps the previous checkpoint and raises
+        one line naming it (a full disk included)."""
+        from rsam.lit.checkpointing import replace_folder, temp_path, write_failure
+
+        path = Path(self.broadcast(str(filepath)))
+        tmp = Path(self.broadcast(str(temp_path(path))))
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+        except BaseException as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            failure = write_failure(path, err)
+            if failure is None:
+                raise
+            raise failure from err
+        self.barrier("rsam_checkpoint_written")
+        if self.is_global_zero:
+            replace_folder(tmp, path)
+        self.barrier("rsam_checkpoint_in_place")
+        if self.num_nodes > 1:
+            if self.local_rank == 0 and not self.is_global_zero and tmp.exists():  # node-local storage
+                replace_folder(tmp, path)
+            self.barrier("rsam_checkpoint_in_place_on_every_node")
 
 
 class CPUDeepSpeedStrategy(RsamDeepSpeedStrategy):

@@ -59,7 +59,11 @@ def load_state(path: Path, scratch: Path) -> dict:
     optimizer = []
     for shard in sorted((path / "checkpoint").glob("*optim_states.pt")):  # our own files: DeepSpeed pickles objects
         zero = torch.load(shard, map_location="cpu", weights_only=False)["optimizer_state_dict"]
-        optimizer.append({"state": zero["optimizer_state_dict"], "fp32": zero["fp32_flat_groups"]})
+        if "fp32_flat_groups" in zero:  # ZeRO-3
+            optimizer.append({"state": zero["optimizer_state_dict"], "fp32": zero["fp32_flat_groups"]})
+        else:  # ZeRO-1/2
+            fp32 = zero["single_partition_of_fp32_groups"]
+            optimizer.append({"state": zero["base_optimizer_state"], "fp32": fp32})
     assert len(optimizer) == 2
     return {
         "global_step": merged["global_step"],
