@@ -558,6 +558,10 @@ def save_deepspeed_part(trainer: pl.Trainer, folder: Path, buffers: dict[str, to
     if engine.save_non_zero_checkpoint:
         module = engine.module_state_dict(exclude_frozen_parameters=exclude)
         module.update({name: value for name, value in (buffers or {}).items() if name in module})
+        if engine.zero_optimization_partition_weights():  # ZeRO-3: placeholders, as after the engine's release of
+            for name, param in engine.module.named_parameters(remove_duplicate=False):  # gathered weights
+                if hasattr(param, "ds_tensor") and name in module:
+                    module[name] = torch.empty(0, dtype=param.dtype)
         frozen = engine.zero_optimization_partition_gradients() and not exclude
         state = engine._common_checkpoint_state(module, engine.zero_optimization(), frozen)
         state.update(client)
