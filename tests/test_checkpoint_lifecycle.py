@@ -94,10 +94,12 @@ def test_repeated_interruptions_keep_one_last_ckpt_and_resume_exactly(tiny):
     assert rc == 143, err[-3000:]
     assert _state(last)["global_step"] == 3
 
-    # case 4: an exception in the step after step 5 writes last.ckpt at step 5, then exits non-zero in one line
-    rc, _, err = run_fit(_command(recipe, run, records[1], 0, "--ckpt_path", "last"), RSAM_TEST_FAIL_AT="5")
+    # case 4: an exception in the step after step 5, after its forward pass (which changed the BatchNorm statistics)
+    # and backward pass, before the optimizer changes anything: last.ckpt at step 5, exit non-zero with one line
+    command = _command(recipe, run, records[1], 0, "--ckpt_path", "last")
+    rc, _, err = run_fit(command, RSAM_TEST_FAIL_BEFORE_UPDATE="5")
     assert rc == 2, err[-3000:]
-    assert len(error_lines(err)) == 1 and "mask 10x10 differs from its image" in error_lines(err)[0]
+    assert len(error_lines(err)) == 1 and "gradient check before the optimizer update" in error_lines(err)[0]
     assert f"saved {last} at step 5, the last completed step" in err
     assert _state(last)["global_step"] == 5
 
@@ -312,3 +314,65 @@ def test_which_strategies_can_save_from_one_rank():
             f"DeepSpeed ZeRO stage {stage} partitions {what} over the ranks, and one rank cannot save alone"
         )
     assert "strategy FSDPStrategy may shard its state" in problem(FSDPStrategy())
+
+
+@pytest.mark.parametrize("kind", ["fused", "foreach", "single"])
+def test_the_step_start_puts_back_buffers_and_sees_any_optimizer_change(kind):
+    """What a failure left (case 4): a forward pass changes BatchNorm statistics, which go back to their values at the
+    step's start; the batch counters go back to the step's first batch (a whole accumulation window); any change the
+    optimizer made (a first step creating its state, a whole update, an update stopped after one tensor) is seen,
+    however PyTorch's AdamW runs (the fused kernel bumps only the step counters' versions)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loops.progress import _BatchProgress, _OptimizationProgress
+
+    from rsam.lit.checkpointing import StepStart
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    options = {"fused": {"fused": True}, "foreach": {"foreach": True}, "single": {"foreach": False}}[kind]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, **options)
+    progress = _BatchProgress()
+    loop = SimpleNamespace(batch_progress=progress, automatic_optimization=SimpleNamespace(
+        optim_progress=_OptimizationProgress()))  # fmt: skip
+    trainer = SimpleNamespace(global_step=0, optimizers=[optimizer], lightning_module=model,
+                              fit_loop=SimpleNamespace(epoch_loop=loop))  # fmt: skip
+
+    def batch(update: bool) -> None:
+        progress.increment_ready()
+        progress.increment_started()
+        model(torch.randn(8, 3)).square().mean().backward()
+        if update:
+            optimizer.step()
+            optimizer.zero_grad()
+        progress.increment_processed()
+        progress.increment_completed()
+
+    start = StepStart()
+    start.record(trainer, model)
+    batch(update=True)  # the first update creates AdamW's state
+    assert start.changed(trainer)[0] > 0
+
+    start.record(trainer, model)  # a step of 3 accumulated batches begins after 1 batch
+    statistics = {name: buffer.clone() for name, buffer in model[1].named_buffers()}
+    batch(update=False)
+    batch(update=False)
+    progress.increment_ready()
+    progress.increment_started()  # the third batch fails before it finishes
+    assert not torch.equal(model[1].running_mean, statistics["running_mean"])
+    assert start.changed(trainer) == (0, start.changed(trainer)[1])  # nothing the optimizer updates changed
+    start.put_back(trainer)
+    for name, buffer in model[1].named_buffers():
+        assert torch.equal(buffer, statistics[name]), name
+    for tracker in (progress.total, progress.current):
+        assert (tracker.ready, tracker.started, tracker.processed, tracker.completed) == (1, 1, 1, 1)
+
+    start.record(trainer, model)
+    batch(update=True)
+    changed, total = start.changed(trainer)
+    assert 0 < changed <= total == 6 * 4 + 1  # 6 weights, their step, exp_avg, exp_avg_sq; the group's step entry
+
+    start.record(trainer, model)
+    with torch.no_grad():  # an update that stopped after its first tensor (the single-tensor loop's order)
+        optimizer.state[model[0].weight]["step"] += 1
+    assert start.changed(trainer)[0] == 1

@@ -380,8 +380,8 @@ class RunCheckpoint(ModelCheckpoint):
         if not changed:
             return None
         step = trainer.global_step + 1
-        return (f"during the optimizer update of step {step}, after it had changed {changed} of the {total} weight "
-                "and optimizer-state tensors (the previous values exist nowhere in memory)")  # fmt: skip
+        return (f"during the optimizer update of step {step}, after it had changed {changed} of its {total} weight "
+                "and optimizer-state entries (the previous values exist nowhere in memory)")  # fmt: skip
 
     def _back_to_last_step(self, trainer: pl.Trainer) -> None:
         """The live state as at the end of the last completed step (buffers, batch counters)."""
@@ -485,22 +485,27 @@ class StepStart:
         self.buffers: dict[str, torch.Tensor] = {}
         self._tensors: list[torch.Tensor] = []
         self._versions: list[int] = []
+        self._numbers: list[float] = []
         self._processed = (0, 0)
 
     def record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.step = trainer.global_step
         self.buffers = {name: buffer.detach().clone() for name, buffer in persistent_buffers(pl_module)}
-        self._tensors = optimizer_tensors(trainer)
+        self._tensors, self._numbers = optimizer_tensors(trainer)
         self._versions = [tensor._version for tensor in self._tensors]
         progress = trainer.fit_loop.epoch_loop.batch_progress
         self._processed = (progress.total.processed, progress.current.processed)
 
     def changed(self, trainer: pl.Trainer) -> tuple[int, int]:
-        """(how many of the optimizer's tensors changed since the step began, how many it has now)."""
-        now = optimizer_tensors(trainer)
-        if len(now) != len(self._tensors) or any(a is not b for a, b in zip(now, self._tensors)):
-            return max(1, abs(len(now) - len(self._tensors))), len(now)
-        return sum(t._version != v for t, v in zip(self._tensors, self._versions)), len(now)
+        """(how many of the optimizer's tensors and numbers changed since the step began, how many it has now)."""
+        now, numbers = optimizer_tensors(trainer)
+        total = len(now) + len(numbers)
+        if len(now) != len(self._tensors) or len(numbers) != len(self._numbers):
+            return max(1, abs(total - len(self._tensors) - len(self._numbers))), total  # new state entries
+        if any(a is not b for a, b in zip(now, self._tensors)):
+            return sum(a is not b for a, b in zip(now, self._tensors)), total
+        changed = sum(t._version != v for t, v in zip(self._tensors, self._versions))
+        return changed + sum(a != b for a, b in zip(numbers, self._numbers)), total
 
     def put_back(self, trainer: pl.Trainer) -> None:
         """The buffers and batch counters as they were when the step began (call from the training thread)."""
@@ -526,10 +531,13 @@ def persistent_buffers(module: torch.nn.Module):
                 yield (f"{prefix}.{name}" if prefix else name), buffer
 
 
-def optimizer_tensors(trainer: pl.Trainer) -> list[torch.Tensor]:
-    """The tensors the optimizers update in place: their parameters and state (for DeepSpeed's ZeRO optimizer, the
-    torch optimizer it wraps, whose parameters are the fp32 master partitions)."""
+def optimizer_tensors(trainer: pl.Trainer) -> tuple[list[torch.Tensor], list[float]]:
+    """What the optimizers update in place: their parameters and state tensors (for DeepSpeed's ZeRO optimizer, the
+    torch optimizer it wraps, whose parameters are the fp32 master partitions), and their numeric state that is not a
+    tensor (DeepSpeed's CPU Adam counts its steps in Python ints). Every update changes a step counter before the
+    weights (PyTorch's fused AdamW kernel writes the weights and moments without bumping their version counters)."""
     tensors: list[torch.Tensor] = []
+    numbers: list[float] = []
     for optimizer in trainer.optimizers:
         optimizer = getattr(optimizer, "_optimizer", optimizer)  # a LightningOptimizer
         for torch_optimizer in (optimizer, getattr(optimizer, "optimizer", None)):
@@ -537,9 +545,14 @@ def optimizer_tensors(trainer: pl.Trainer) -> list[torch.Tensor]:
                 continue
             for group in torch_optimizer.param_groups:
                 tensors.extend(group["params"])
+                numbers.append(group.get("step", 0))
             for state in torch_optimizer.state.values():
-                tensors.extend(value for value in state.values() if isinstance(value, torch.Tensor))
-    return tensors
+                for value in state.values():
+                    if isinstance(value, torch.Tensor):
+                        tensors.append(value)
+                    elif isinstance(value, (int, float)):
+                        numbers.append(value)
+    return tensors, numbers
 
 
 def save_deepspeed_part(trainer: pl.Trainer, folder: Path, buffers: dict[str, torch.Tensor] | None) -> None:

@@ -13,6 +13,8 @@ callbacks added to the recipe's (the same script is what Lightning's launcher re
   every rank or, with ``RSAM_TEST_FAIL_RANK=R``, on global rank R only;
 - ``RSAM_TEST_FAIL_IN_UPDATE=K``: the optimizer update after step K raises ValueError once the torch optimizer has
   changed the weights (mid-update: the weights hold step K+1, the counters step K), on ``RSAM_TEST_FAIL_RANK`` or all;
+- ``RSAM_TEST_FAIL_BEFORE_UPDATE=K``: in the step after step K, ``on_before_optimizer_step`` raises ValueError (after
+  the forward pass, which changed the BatchNorm statistics, and the backward pass; before the weights change);
 - ``RSAM_TEST_STALL_WRITE=K``: the write of ``last.ckpt`` at step K stops after its temporary file is written (before
   the rename), writes ``RECORD_DIR/stalled`` and sleeps, so that the test can kill the process mid-write.
 """
@@ -90,6 +92,15 @@ class FailInUpdate(pl.Callback):
         getattr(optimizer, "_optimizer", optimizer).register_step_post_hook(fail)
 
 
+class FailBeforeUpdate(pl.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step == self.step and _failing_rank(trainer.global_rank):
+            raise ValueError(f"rank {trainer.global_rank}: gradient check before the optimizer update (test failure)")
+
+
 def _fail_at(step: int) -> None:
     from rsam.lit.module import RemoteSAMModule
 
@@ -131,6 +142,8 @@ def main() -> int:
         extra = [RecordOrder(folder)] + ([PauseAt(folder, pause_at)] if pause_at > 0 else [])
         if os.environ.get("RSAM_TEST_FAIL_IN_UPDATE"):
             extra.append(FailInUpdate(int(os.environ["RSAM_TEST_FAIL_IN_UPDATE"])))
+        if os.environ.get("RSAM_TEST_FAIL_BEFORE_UPDATE"):
+            extra.append(FailBeforeUpdate(int(os.environ["RSAM_TEST_FAIL_BEFORE_UPDATE"])))
         return original(recipe, use_wandb, fitting) + extra
 
     build.build_callbacks = build_callbacks
