@@ -349,6 +349,7 @@ def test_the_step_start_puts_back_buffers_and_sees_any_optimizer_change(kind):
         progress.increment_completed()
 
     start = StepStart()
+    start.watch(model)  # the buffers are copied when a step's first forward pass begins
     start.record(trainer, model)
     batch(update=True)  # the first update creates AdamW's state
     assert start.changed(trainer)[0] > 0
@@ -376,3 +377,33 @@ def test_the_step_start_puts_back_buffers_and_sees_any_optimizer_change(kind):
     with torch.no_grad():  # an update that stopped after its first tensor (the single-tensor loop's order)
         optimizer.state[model[0].weight]["step"] += 1
     assert start.changed(trainer)[0] == 1
+
+
+def test_a_checkpoint_folder_is_replaced_whole_and_a_killed_replacement_is_undone(tmp_path, caplog):
+    """DeepSpeed checkpoints are folders: the new one is written beside the old one and renamed into place; a kill
+    between the two renames leaves the old folder under ``.<name>.old-<pid>``, which the next fit puts back; a folder
+    still being written (``.<name>.tmp-<pid>``) is removed."""
+    from rsam.lit.checkpointing import OLD_MARK, remove_orphans, replace_folder
+
+    def folder(path: Path, text: str) -> Path:
+        (path / "checkpoint").mkdir(parents=True)
+        (path / "checkpoint" / "mp_rank_00_model_states.pt").write_text(text)
+        return path
+
+    last = folder(tmp_path / "last.ckpt", "old")
+    replace_folder(folder(tmp_path / f".last.ckpt{TEMP_MARK}7", "new"), last)
+    assert (last / "checkpoint" / "mp_rank_00_model_states.pt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+    os.replace(last, tmp_path / f".last.ckpt{OLD_MARK}7")  # killed after the first rename
+    folder(tmp_path / f".last.ckpt{TEMP_MARK}7", "half")  # and the new folder was never renamed
+    with caplog.at_level(logging.WARNING, logger="rsam.lit.checkpointing"):
+        removed = remove_orphans(tmp_path)
+    assert removed == [tmp_path / f".last.ckpt{TEMP_MARK}7"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    assert (last / "checkpoint" / "mp_rank_00_model_states.pt").read_text() == "new"
+    assert f"restoring {last} from" in caplog.text
+
+    folder(tmp_path / f".last.ckpt{OLD_MARK}8", "older")  # killed after the second rename: the old one just goes
+    remove_orphans(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

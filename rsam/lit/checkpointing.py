@@ -10,8 +10,11 @@ checkpoints checked before they are resumed, and one live fit per run folder.
   place, never ``last-v1.ckpt``) that rewrites ``last.ckpt`` at every checkpoint point, also when the monitored metric
   did not improve (Lightning 2.6 then keeps the old one) and at the end of training. It saves ``last.ckpt`` when the
   ranks agree to stop on a signal
-  (:mod:`rsam.lit.resume`) and when an exception ends a fit (at the last completed step; with several ranks the
-  failed rank writes it from its own replica, see :meth:`RunCheckpoint.on_exception`).
+  (:mod:`rsam.lit.resume`) and when an exception ends a fit (at the last completed step, :class:`StepStart`; with
+  several ranks the failed rank writes it from its own replica (DDP), or every rank writes its part of the DeepSpeed
+  folder, see :meth:`RunCheckpoint.on_exception`).
+- :func:`replace_folder` puts a finished DeepSpeed checkpoint folder in place of the old one (the strategy's saves in
+  :mod:`rsam.lit.strategies` and the failure save); :func:`remove_orphans` cleans up after a killed writer.
 - :func:`checkpoint_problem` says why a checkpoint cannot be read (torn, truncated, not a Lightning checkpoint) without
   reading its tensors; ``--ckpt_path`` uses it to skip or name bad files in one line.
 - :class:`RunFolderLock` holds ``<run>/.rsam-fit.lock`` (pid, host, Slurm job) while a fit runs; a second fit into
@@ -28,6 +31,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -254,6 +258,7 @@ class RunCheckpoint(ModelCheckpoint):
         if stage == "fit":  # the process group exists from here on
             self.peers.start(trainer, on_leave=lambda: _leave_run(trainer))
             self.peers.on_save_request = lambda request: self._save_part(trainer, Path(request["folder"]))
+            self.step_start.watch(pl_module)
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module) -> None:
         self.interruptions.install(trainer.global_rank)  # replaces Lightning's handlers, registered just before
@@ -407,7 +412,7 @@ class RunCheckpoint(ModelCheckpoint):
         buffers = None
         if trainer.global_step == self.step_start.step:  # the live buffers may hold part of the unfinished step
             self.step_start.put_back_counters(trainer)
-            buffers = self.step_start.buffers
+            buffers = self.step_start.saved_buffers()
         else:
             _forget_unfinished_batch(trainer)
         save_deepspeed_part(trainer, folder, buffers)
@@ -473,7 +478,10 @@ class StepStart:
     """The run's state where the current optimisation step began, to tell whether an exception left the last
     completed step intact, and to put back what the unfinished step changed before its optimizer update.
 
-    - The persistent buffers (BatchNorm running statistics, which every forward pass changes) are copied: a few MB.
+    - The persistent buffers (BatchNorm running statistics, which every forward pass changes) are copied (a few MB)
+      when the step's first forward pass reaches the network (a forward pre-hook on the LightningModule's children):
+      after DDP has broadcast rank 0's buffers, before any BatchNorm layer runs. Another thread that needs them first
+      (a rank's watcher, :meth:`saved_buffers`) copies them itself, under the same lock, so the forward pass waits.
     - The tensors the optimizer updates (its parameters; with DeepSpeed ZeRO the fp32 master partitions) and its
       state are not copied: their version counters, which every in-place change bumps, tell whether the update had
       begun (a new state entry counts as a change).
@@ -482,19 +490,38 @@ class StepStart:
 
     def __init__(self):
         self.step: int | None = None
-        self.buffers: dict[str, torch.Tensor] = {}
+        self._buffers: dict[str, torch.Tensor] | None = None
+        self._module: torch.nn.Module | None = None
+        self._lock = threading.Lock()
         self._tensors: list[torch.Tensor] = []
         self._versions: list[int] = []
         self._numbers: list[float] = []
         self._processed = (0, 0)
 
+    def watch(self, pl_module: pl.LightningModule) -> None:
+        """Copy the buffers when the network's forward pass begins (once per step)."""
+        self._module = pl_module
+        for child in pl_module.children():
+            child.register_forward_pre_hook(self._before_forward)
+
+    def _before_forward(self, module: torch.nn.Module, args) -> None:
+        self.saved_buffers()
+
     def record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.step = trainer.global_step
-        self.buffers = {name: buffer.detach().clone() for name, buffer in persistent_buffers(pl_module)}
+        with self._lock:
+            self.step = trainer.global_step
+            self._module, self._buffers = pl_module, None  # copied when the forward pass begins
         self._tensors, self._numbers = optimizer_tensors(trainer)
         self._versions = [tensor._version for tensor in self._tensors]
         progress = trainer.fit_loop.epoch_loop.batch_progress
         self._processed = (progress.total.processed, progress.current.processed)
+
+    def saved_buffers(self) -> dict[str, torch.Tensor] | None:
+        """The buffers as the step's forward pass found them (copied now if it has not begun); None outside a step."""
+        with self._lock:
+            if self._buffers is None and self.step is not None and self._module is not None:
+                self._buffers = {name: value.detach().clone() for name, value in persistent_buffers(self._module)}
+            return self._buffers
 
     def changed(self, trainer: pl.Trainer) -> tuple[int, int]:
         """(how many of the optimizer's tensors and numbers changed since the step began, how many it has now)."""
@@ -511,7 +538,7 @@ class StepStart:
         """The buffers and batch counters as they were when the step began (call from the training thread)."""
         live = dict(persistent_buffers(trainer.lightning_module))
         with torch.no_grad():
-            for name, saved in self.buffers.items():
+            for name, saved in (self.saved_buffers() or {}).items():
                 live[name].copy_(saved)
         self.put_back_counters(trainer)
 

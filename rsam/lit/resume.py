@@ -11,9 +11,10 @@
   there; on Slurm's requeue signal (SIGUSR1 with Lightning's SLURMEnvironment auto-requeue) Lightning's own requeue
   runs at that boundary too (``hpc_ckpt_N.ckpt``, then ``scontrol requeue``). The exit code is 128 + the signal.
 - :class:`PeerFailures` ends every rank promptly when an exception strikes one of them (the others sit in a collective
-  the failed rank will never join; with NCCL they would wait for the collective timeout). The failed rank writes
-  ``last.ckpt`` from its own replica first (DDP replicas are identical at a step boundary, so no barrier is needed;
-  :class:`rsam.lit.checkpointing.RunCheckpoint`), then posts a notice in the process group's key-value store (the
+  the failed rank will never join; with NCCL they would wait for the collective timeout). With DDP the failed rank
+  writes ``last.ckpt`` from its own replica first (DDP replicas are identical at a step boundary, so no barrier is
+  needed; :class:`rsam.lit.checkpointing.RunCheckpoint`); with DeepSpeed its notice asks every rank to write its part
+  of the checkpoint folder. The notice goes in the process group's key-value store (the
   TCPStore that MASTER_ADDR:MASTER_PORT names, which answers while the ranks are blocked in collectives). A watcher
   thread on every rank polls for it, and a notified rank leaves with exit code 2 without a traceback of its own, so
   the one error message is the failed rank's.
