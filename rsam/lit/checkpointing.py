@@ -478,8 +478,9 @@ class StepStart:
     """The run's state where the current optimisation step began, to tell whether an exception left the last
     completed step intact, and to put back what the unfinished step changed before its optimizer update.
 
-    - The persistent buffers (BatchNorm running statistics, which every forward pass changes) are copied (a few MB)
-      when the step's first forward pass reaches the network (a forward pre-hook on the LightningModule's children):
+    - The persistent buffers (BatchNorm running statistics, which every forward pass changes; 4 MiB for the official
+      configuration) are copied when the step's first forward pass reaches the network (a forward pre-hook on the
+      LightningModule's children):
       after DDP has broadcast rank 0's buffers, before any BatchNorm layer runs. Another thread that needs them first
       (a rank's watcher, :meth:`saved_buffers`) copies them itself, under the same lock, so the forward pass waits.
     - The tensors the optimizer updates (its parameters; with DeepSpeed ZeRO the fp32 master partitions) and its
