@@ -1,23 +1,23 @@
-"""Exact resume: a 2-process CPU run stopped by SIGTERM after step k and resumed with ``--ckpt_path last`` ends with
-the same weights, bit for bit, as an uninterrupted run of the same length, and saw the same batches in the same
-order on every rank (mid-epoch stop, drop-path and dropout on, deterministic settings), with DDP and, in the DeepSpeed
-chain below, ZeRO-3 (the CPU shim; weights compared after merging the shards to fp32, optimizer state shard by shard).
+"""Exact resume: 2-process CPU runs stopped by SIGTERM or by an exception on one rank, and resumed with
+``--ckpt_path last``, end with the same weights, bit for bit, as an uninterrupted run of the same length, and saw the
+same batches in the same order on every rank (mid-epoch stops, drop-path and dropout on, deterministic settings; 2
+batches per epoch and rank; validation, then ``best-*`` and ``last.ckpt``, at each epoch end). One chain of DDP runs
+(issue 13, cases 4 and 7):
 
-The same holds after an exception on one rank (issue 13, case 4), in one chain of DDP runs (2 batches per epoch and
-rank; validation, then ``best-*`` and ``last.ckpt``, at each epoch end):
-
-1. a bad sample that only rank 1 draws, in the step after step 3 (mid-epoch, nothing on disk at step 3): rank 1 writes
-   ``last.ckpt`` at step 3 from its own replica, rank 0 (blocked in the gradient all-reduce) leaves at once, and the
-   run exits 2 with the one error line, long before any collective timeout (5 minutes on CPU);
-2. resumed with ``--ckpt_path last``: an exception inside rank 0's optimizer update after step 5 (the weights already
-   hold step 6, the counters step 5): nothing is written, the log says why, and ``last.ckpt`` stays at step 4 (the
-   epoch-end save), not a torn step 5/6;
+0. SIGTERM to rank 0 after step 1 (mid-epoch): every rank stops there, ``last.ckpt`` at step 1, exit 143;
+1. resumed: a bad sample that only rank 1 draws, in the step after step 3 (mid-epoch, nothing on disk at step 3): rank 1
+   writes ``last.ckpt`` at step 3 from its own replica, rank 0 (blocked in the gradient all-reduce) leaves at once, and
+   the run exits 2 with the one error line, long before any collective timeout (5 minutes on CPU);
+2. resumed: an exception inside rank 0's optimizer update after step 5 (the weights already hold step 6, the counters
+   step 5): nothing is written, the log says why, and ``last.ckpt`` stays at step 4 (the epoch-end save), not a torn
+   step 5/6;
 3. resumed again: the run ends bit-identical to the uninterrupted one, with the same data order on every rank.
 
 With DeepSpeed ZeRO-2 and ZeRO-3 (state partitioned over the ranks: no rank can save alone; ZeRO-3 after a SIGTERM
-stop after step 2 and its resume), the same bad sample on rank 1: every rank writes its part of ``last.ckpt`` at
-step 3 (rank 0 from its watcher thread, with its BatchNorm statistics as they were before the forward pass of step 4
-it had run), rank 1 puts the folder in place, and the resumed run ends bit-identical to the uninterrupted one.
+stop after step 2 and its resume; weights compared after merging the shards to fp32, optimizer state shard by shard),
+the same bad sample on rank 1: every rank writes its part of ``last.ckpt`` at step 3 (rank 0 from its watcher thread,
+with its BatchNorm statistics as they were before the forward pass of step 4 it had run), rank 1 puts the folder in
+place, the resumed run ends bit-identical to the uninterrupted one, and its folder exports to one fp32 model.
 
 The runs are the real CLI in subprocesses (``tests/helpers/fit_hooks.py`` adds a data-order recorder, a pause after
 step k, where the test sends SIGTERM to rank 0 as a scheduler would, and the injected failures). The uninterrupted run
@@ -25,7 +25,6 @@ of each strategy is made once for the module."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.lit_runs import tiny_setup
+from helpers.lit_runs import assert_exports_to_fp32, tiny_setup
 from helpers.resume_checks import (
     assert_same_tensors,
     error_lines,
@@ -117,43 +116,27 @@ def _assert_same_state(expected_last: Path, last: Path, scratch: Path) -> None:
     assert_same_tensors(expected["lr_schedulers"], actual["lr_schedulers"], "lr_schedulers")
 
 
-@pytest.mark.parametrize("strategy", ["ddp"])  # ZeRO-3: in the DeepSpeed chain below
-def test_sigterm_and_resume_from_last_is_bit_identical(strategy, uninterrupted, tmp_path):
-    recipe, full = uninterrupted
-    full_last, full_record = full(strategy)
-
-    stopped, first_record, second_record = tmp_path / "stopped", tmp_path / "first-record", tmp_path / "second-record"
-    assert _stop_after(_command(recipe, stopped, first_record, STOP_AT, strategy), first_record) == 143
-    last = stopped / "checkpoints" / "last.ckpt"
-    assert load_state(last, tmp_path)["global_step"] == STOP_AT  # saved by the SIGTERM path, after exactly step k
-
-    result = _run(_command(recipe, stopped, second_record, 0, strategy, "--ckpt_path", "last"))
-    summary = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
-    assert summary["step"] == STEPS
-
-    for rank in (0, 1):  # the data order: the stopped run + the resumed run = the uninterrupted run
-        assert read_order(first_record, rank) + read_order(second_record, rank) == read_order(full_record, rank), rank
-    assert [line["step"] for line in read_order(second_record, 0)] == list(range(STOP_AT, STEPS))
-
-    _assert_same_state(full_last, last, tmp_path)
-
-
 def _steps(record: Path, rank: int) -> list[int]:
     return [line["step"] for line in read_order(record, rank)]
 
 
-def test_an_exception_on_one_rank_saves_the_last_completed_step_and_resumes_exactly(uninterrupted, tmp_path):
+def test_sigterm_then_an_exception_on_one_rank_save_the_last_completed_step_and_resume_exactly(uninterrupted, tmp_path):
     recipe, full = uninterrupted
     full_last, full_record = full("ddp")
     run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
-    records = [tmp_path / f"record{i}" for i in range(3)]
+    stopped, records = tmp_path / "stopped", [tmp_path / f"record{i}" for i in range(3)]
 
     def fit(record: Path, *extra: str, **env: str) -> tuple[int, str]:
         rc, _, err = run_fit(_command(recipe, run, record, 0, "ddp", *extra), timeout=NO_HANG_S, **env)
         return rc, err
 
-    # 1. a bad sample on rank 1 only: saved at step 3 by rank 1 itself, rank 0 torn down, one error line, exit 2
-    rc, err = fit(records[0], RSAM_TEST_FAIL_AT="3", RSAM_TEST_FAIL_RANK="1")
+    # 0. SIGTERM to rank 0 after step 1 (mid-epoch): last.ckpt at exactly step 1, exit 143
+    assert _stop_after(_command(recipe, run, stopped, 1, "ddp"), stopped) == 143
+    assert load_state(last, tmp_path)["global_step"] == 1
+
+    # 1. resumed; a bad sample on rank 1 only in the step after step 3 (mid-epoch, nothing on disk at step 3): saved
+    # at step 3 by rank 1 itself, rank 0 torn down, one error line, exit 2
+    rc, err = fit(records[0], "--ckpt_path", "last", RSAM_TEST_FAIL_AT="3", RSAM_TEST_FAIL_RANK="1")
     assert rc == 2, err[-4000:]
     (line,) = error_lines(err)
     assert "mask 10x10 differs from its image" in line and "Traceback" not in err
@@ -180,11 +163,12 @@ def test_an_exception_on_one_rank_saves_the_last_completed_step_and_resumes_exac
     rc, err = fit(records[2], "--ckpt_path", "last")
     assert rc == 0, err[-4000:]
     for rank in (0, 1):
-        assert _steps(records[0], rank) == [0, 1, 2, 3]  # step 3 started on both ranks, failed on rank 1
+        assert _steps(stopped, rank) == [0]
+        assert _steps(records[0], rank) == [1, 2, 3]  # step 3 started on both ranks, failed on rank 1
         assert _steps(records[1], rank) == [3, 4, 5]  # the update after step 5 failed on rank 0
         assert _steps(records[2], rank) == [4, 5]
-        done = read_order(records[0], rank)[:3] + read_order(records[1], rank)[:1] + read_order(records[2], rank)
-        assert done == read_order(full_record, rank), rank
+        done = read_order(stopped, rank) + read_order(records[0], rank)[:2] + read_order(records[1], rank)[:1]
+        assert done + read_order(records[2], rank) == read_order(full_record, rank), rank
     _assert_same_state(full_last, last, tmp_path)
 
 
@@ -224,3 +208,4 @@ def test_an_exception_with_deepspeed_saves_every_ranks_part_and_resumes_exactly(
         assert _steps(records[2], rank) == [3, 4, 5]
         assert first + read_order(records[1], rank)[:-1] + read_order(records[2], rank) == read_order(full_record, rank)
     _assert_same_state(full_last, last, tmp_path)
+    assert_exports_to_fp32(last, recipe, tmp_path / "export")  # the resumed DeepSpeed folder -> one fp32 model

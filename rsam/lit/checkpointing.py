@@ -339,6 +339,7 @@ class RunCheckpoint(ModelCheckpoint):
         finally:
             if not told and not isinstance(exception, (SIGTERMException, RunFolderInUse)):  # those reach every rank
                 self.peers.announce(_describe(exception))
+            self.peers.stop()  # Lightning may not call teardown after an exception
 
     def _save_after(self, trainer: pl.Trainer, exception: BaseException) -> bool:
         """Save what the failure left (see :meth:`on_exception`); True when the other ranks have been told."""

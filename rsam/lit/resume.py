@@ -212,14 +212,18 @@ class PeerFailures:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the watcher and wait for it (at most a second): a daemon thread still inside the store client's C++
+        call when the interpreter exits can abort the process (SIGABRT instead of the run's exit code)."""
         self._stop.set()
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=1.0)
 
     def post(self, error: str, save: dict | None = None) -> dict | None:
         """Post this rank's failure (with a save request for every rank, or none); the notice that stands (this
         one, or another rank's that came first), or None without a store."""
         if self._thread is None:
             return None
-        self._stop.set()
+        self.stop()
         mine = json.dumps({"rank": self._rank, "error": error, "save": save})
         try:
             self._store = _store_client()

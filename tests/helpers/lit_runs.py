@@ -46,3 +46,26 @@ def rsam_cli(*args: str, timeout: int = 240) -> tuple[subprocess.CompletedProces
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     return result, json.loads(lines[-1]) if lines else None
+
+
+def assert_exports_to_fp32(checkpoint: Path, recipe: Path, out: Path) -> None:
+    """``rsam export CHECKPOINT`` writes config.json + an fp32 model.safetensors with every key and shape of the
+    recipe's architecture, loaded strictly, holding trained weights (not the initial ones)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from rsam.checkpoint import load_model
+    from rsam.lit.build import build_module
+    from rsam.recipes import load_recipe
+
+    result, exported = rsam_cli("export", str(checkpoint), "--out", str(out), timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    weights = load_file(str(out / "model.safetensors"))
+    fresh = build_module(load_recipe(recipe), initialise=False).model.state_dict()
+    assert set(weights) == set(fresh) and all(weights[k].shape == fresh[k].shape for k in fresh)
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+    model = load_model(out)  # strict: every key and shape of the recipe's architecture
+    assert sum(p.numel() for p in model.parameters()) == exported["parameters"]
+    trained = [k for k in fresh if fresh[k].is_floating_point() and not torch.equal(fresh[k], weights[k])]
+    assert len(trained) > len(fresh) // 2  # the export holds the trained weights, not the initial ones
