@@ -88,6 +88,14 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _save_synced(state: dict, path: str | Path) -> None:
+    """``torch.save`` to ``path``, its data on the disk before this returns."""
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def atomic_save(checkpoint: dict, path: str | Path) -> None:
     """``torch.save`` to ``.<name>.tmp-<pid>`` next to ``path``, fsync, rename over ``path``, fsync the folder.
 
@@ -96,10 +104,7 @@ def atomic_save(checkpoint: dict, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _save_synced(checkpoint, tmp)
         os.replace(tmp, path)
         _fsync_folder(path.parent)
     except BaseException as err:
@@ -612,13 +617,6 @@ def save_deepspeed_part(trainer: pl.Trainer, folder: Path, buffers: dict[str, to
         zero = {"optimizer_state_dict": engine.optimizer.state_dict(), "ds_config": engine.config,
                 "ds_version": deepspeed.__version__}  # fmt: skip
         _save_synced(zero, engine._get_zero_ckpt_name(str(folder), tag))
-
-
-def _save_synced(state: dict, path: str) -> None:
-    with open(path, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _is_deepspeed(trainer: pl.Trainer) -> bool:
