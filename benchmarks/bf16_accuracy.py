@@ -2,11 +2,13 @@
 
 Images: the demo dataset's validation chips (NEON orthophotos, SpaceNet-4 WorldView-2; their own expressions) and
 the official demo image (``$OFFICIAL_ROOT/src/assets/demo.jpg``, "airplane in the image"). Weights: the official
-configuration with random weights (``--weights random``; no trained RemoteSAM weights exist offline), or the golden
-tiny model of the reference set (``--weights golden``). The masks of untrained weights sit close to the decision
-boundary in places, so pixel agreement there is a pessimistic measure of what bf16 changes.
+configuration with random weights (``--weights random``; no trained RemoteSAM weights exist offline), the golden
+tiny model of the reference set (``--weights golden``), or any checkpoint ``rsam.checkpoint.load_model`` reads
+(``--weights checkpoint --checkpoint PATH``: e.g. the demo job's trained ``outputs/demo/checkpoints/best.ckpt``).
+The masks of untrained weights sit close to the decision boundary in places, so pixel agreement there is a
+pessimistic measure of what bf16 changes.
 
-    python benchmarks/bf16_accuracy.py [--weights random|golden] [--images 6]
+    python benchmarks/bf16_accuracy.py [--weights random|golden|checkpoint] [--checkpoint PATH] [--images 6]
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", choices=["random", "golden"], default="random")
+    parser.add_argument("--weights", choices=["random", "golden", "checkpoint"], default="random")
+    parser.add_argument("--checkpoint", default=None, help="with --weights checkpoint: a file or folder to load")
     parser.add_argument("--reference-dir", default="/work/shared/reference")
     parser.add_argument("--data", default=os.path.join(os.environ.get("RSAM_DATA_DIR", "data"), "demo"))
     parser.add_argument("--official-root", default=os.environ.get("OFFICIAL_ROOT", ""))
@@ -74,6 +77,12 @@ def main() -> None:
         reference = Path(args.reference_dir)
         model = build_model(load_golden_config(reference / "tiny_config.json"))
         model.load_state_dict(load_golden_weights(reference / "tiny_weights.safetensors"), strict=True)
+    elif args.weights == "checkpoint":
+        from rsam.checkpoint.loader import load_model
+
+        if not args.checkpoint:
+            parser.error("--weights checkpoint needs --checkpoint PATH")
+        model = load_model(args.checkpoint)
     else:
         model = build_model(official_config())
     images = demo_chips(Path(args.data), args.images - 1)
@@ -123,7 +132,7 @@ def main() -> None:
             Path(args.out).write_text(json.dumps({"partial": True, "per_image": rows}, indent=1) + "\n")
     report = {
         "weights": args.weights,
-        "config": "official" if not golden else "golden tiny (reference set)",
+        "config": {"random": "official", "golden": "golden tiny (reference set)"}.get(args.weights, args.checkpoint),
         "cpu_has_avx512_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text(),
         "cpu_has_amx_bf16": "amx_bf16" in Path("/proc/cpuinfo").read_text(),
         "images": len(rows),

@@ -11,6 +11,8 @@ Official configuration (Swin-B window 12, BERT-base, 896²), random weights. Sec
 ``--precision bf16`` runs under bf16 autocast (norms, softmax and the loss stay float32); ``--checkpointing`` turns
 on ``activation_checkpointing``; ``--compile`` runs ``Module.compile()`` first (its compile time is reported apart).
 Every timed block records other processes' CPU use; peak RSS per phase is VmHWM after a reset, as bench.py.
+The process runs on the allocator rsam's commands run on (``rsam.allocator``: jemalloc where installed;
+``RSAM_MALLOC=system`` for glibc's); the JSON names it (``allocator``).
 
     python benchmarks/rsam_bench.py --sections forward semseg train --k 10 --train-batch 1 [--precision bf16]
 """
@@ -26,8 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from rsam.allocator import active, relaunch_on_jemalloc
+
+relaunch_on_jemalloc()  # as the rsam command does, before torch allocates anything
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import Timed, cpu_block, phase_peak_rss_mib, reset_peak_rss  # noqa: E402
@@ -205,7 +211,13 @@ def main() -> None:
         official_config() if args.config == "official" else model_config(load_recipe(args.config, check_files=False))
     )
 
-    report = {"tool": "rsam_bench", "args": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    report = {
+        "tool": "rsam_bench",
+        "args": vars(args),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "allocator": active(),
+    }
     torch.manual_seed(0)
     reset_peak_rss()
     start = time.perf_counter()

@@ -10,6 +10,11 @@ Jobs: ``forward`` (896², batch 1, no grad), ``semseg:K`` (K prompts on the offi
 (training steps at batch B; the first step allocates AdamW state, so steady-state steps are compared). rsam variants
 per job (``--variants``): ``fp32``, ``bf16`` (autocast), ``ckpt`` (activation checkpointing, training only).
 
+Allocators: rsam's processes run as rsam's commands do (``rsam.allocator``: jemalloc where installed, or what
+``RSAM_MALLOC`` says); the official code runs on the system allocator (``official``), and with
+``--official-malloc system jemalloc`` also on jemalloc (``official_jemalloc``, same ``MALLOC_CONF`` as rsam's), which
+gives the like-for-like ratios (``ratios_vs_official_jemalloc``).
+
     python benchmarks/side_by_side.py --official-root $OFFICIAL_ROOT --jobs forward semseg:1 semseg:10 train:1 train:2
 """
 
@@ -25,6 +30,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from rsam.allocator import JEMALLOC_CONF, find_jemalloc  # noqa: E402
+
 ALL_SECTIONS = ["matmul", "forward", "grad_forward", "flops", "semseg", "train"]
 
 
@@ -84,8 +92,8 @@ def rsam_command(args, job: str, value: int, variant: str) -> list[str]:
     return command
 
 
-def figures(report: dict, job: str) -> dict:
-    """(seconds, peak RSS MiB, other processes' cores) of one process's job section."""
+def figures(report: dict, job: str, allocator: str | None = None) -> dict:
+    """(seconds, peak RSS MiB, other processes' cores, allocator) of one process's job section."""
     if "error" in report:
         return {"error": report["error"]}
     if job == "forward":
@@ -102,6 +110,7 @@ def figures(report: dict, job: str) -> dict:
         "seconds": seconds,
         "peak_rss_mb": section["peak_rss_mb"],
         "other_procs_cores_avg": section["cpu"]["other_procs_cores_avg"],
+        "allocator": report.get("allocator", allocator),
     }
     if job == "semseg" and "chosen_chunk_size" in section:
         out["chunk_size"] = section["chosen_chunk_size"]
@@ -114,34 +123,41 @@ def figures(report: dict, job: str) -> dict:
     return out
 
 
+def _pairs(results: dict):
+    """(entry, official run name, its figures, rsam run name, its figures) for every rsam run and official run."""
+    for entry in results["jobs"]:
+        for base in (name for name in entry["figures"] if name.startswith("official")):
+            for name, found in entry["figures"].items():
+                if not name.startswith("official"):
+                    yield entry, base, entry["figures"][base], name, found
+
+
 def markdown(results: dict) -> str:
     """The README's table from a side_by_side JSON: one row per (job, round, rsam variant)."""
     lines = [
-        "| job | round | official s | rsam variant | rsam s | time ratio | official peak RSS MB | rsam peak RSS MB "
-        "| RSS ratio | other cores (official / rsam) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| job | round | official (allocator) | official s | rsam variant (allocator) | rsam s | time ratio "
+        "| official peak RSS MB | rsam peak RSS MB | RSS ratio | other cores (official / rsam) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for entry in results["jobs"]:
-        official = entry["figures"].get("official", {})
-        for name, found in entry["figures"].items():
-            if name == "official":
-                continue
-            if "error" in found or "error" in official:
-                reason = found.get("error") or official.get("error")
-                lines.append(f"| {entry['job']} | {entry['round']} | | {name} | | {reason} | | | | |")
-                continue
-            ratio = {  # from the figures, so an interrupted job's finished processes still give ratios
-                "time": found["seconds"] / official["seconds"],
-                "peak_rss": found["peak_rss_mb"] / official["peak_rss_mb"],
-            }
-            chunk = f" (chunk {found['chunk_size']})" if found.get("chunk_size") else ""
-            lines.append(
-                f"| {entry['job']} | {entry['round']} | {official['seconds']:.1f} | {name}{chunk} | "
-                f"{found['seconds']:.1f} | **{ratio.get('time', float('nan')):.2f}×** | "
-                f"{official['peak_rss_mb']:.0f} | "
-                f"{found['peak_rss_mb']:.0f} | **{ratio.get('peak_rss', float('nan')):.2f}×** | "
-                f"{official['other_procs_cores_avg']:.2f} / {found['other_procs_cores_avg']:.2f} |"
-            )
+    for entry, base, official, name, found in _pairs(results):
+        if "error" in found or "error" in official:
+            reason = found.get("error") or official.get("error")
+            lines.append(f"| {entry['job']} | {entry['round']} | {base} | | {name} | | {reason} | | | | |")
+            continue
+        ratio = {  # from the figures, so an interrupted job's finished processes still give ratios
+            "time": found["seconds"] / official["seconds"],
+            "peak_rss": found["peak_rss_mb"] / official["peak_rss_mb"],
+        }
+        chunk = f" (chunk {found['chunk_size']})" if found.get("chunk_size") else ""
+        lines.append(
+            f"| {entry['job']} | {entry['round']} | {base} ({official.get('allocator', 'system')}) | "
+            f"{official['seconds']:.1f} | "
+            f"{name}{chunk} ({found.get('allocator', 'system')}) | "
+            f"{found['seconds']:.1f} | **{ratio.get('time', float('nan')):.2f}×** | "
+            f"{official['peak_rss_mb']:.0f} | "
+            f"{found['peak_rss_mb']:.0f} | **{ratio.get('peak_rss', float('nan')):.2f}×** | "
+            f"{official['other_procs_cores_avg']:.2f} / {found['other_procs_cores_avg']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -151,6 +167,10 @@ def main() -> None:
     parser.add_argument("--runner", default=str(HERE.parent.parent / "shared" / "official-runner"))
     parser.add_argument("--jobs", nargs="+", default=["forward", "semseg:10", "train:1"])
     parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "ckpt"], choices=["fp32", "bf16", "ckpt"])
+    parser.add_argument(
+        "--official-malloc", nargs="+", default=["system"], choices=["system", "jemalloc"],
+        help="allocators to run the official code on (jemalloc: also the like-for-like baseline)",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--n", type=int, default=2, help="timed forwards per process")
     parser.add_argument("--train-steps", type=int, default=2)
@@ -163,6 +183,9 @@ def main() -> None:
         return
     if not (Path(args.official_root) / "venv" / "bin" / "python").is_file():
         parser.error(f"--official-root {args.official_root!r}: no venv/bin/python (run the runner's setup.sh)")
+    jemalloc = find_jemalloc()
+    if "jemalloc" in args.official_malloc and jemalloc is None:
+        parser.error("--official-malloc jemalloc: no libjemalloc found (apt install libjemalloc2)")
     results = {"tool": "side_by_side", "args": vars(args), "loadavg_at_start": os.getloadavg(), "jobs": []}
 
     def save():
@@ -174,7 +197,10 @@ def main() -> None:
             job, _, raw = spec.partition(":")
             value = int(raw or 1)
             variants = [v for v in args.variants if v != "ckpt" or job == "train"]
-            runs = [("official", official_command(args, job, value))]
+            runs = [
+                ("official" if malloc == "system" else f"official_{malloc}", official_command(args, job, value))
+                for malloc in args.official_malloc
+            ]
             runs += [(f"rsam_{v}", rsam_command(args, job, value, v)) for v in variants]
             if round_index % 2:
                 runs.reverse()
@@ -187,14 +213,18 @@ def main() -> None:
                     continue
                 print(f"[side_by_side] round {round_index + 1} {spec} {name} ...", file=sys.stderr, flush=True)
                 env = {**os.environ, "OFFICIAL_ROOT": str(Path(args.official_root).resolve())}
-                entry["figures"][name] = figures(run_json(command, args.timeout, env=env), job)
+                allocator = None
+                if name.startswith("official"):
+                    allocator = name.removeprefix("official_") if "_" in name else "system"
+                    if allocator == "jemalloc":
+                        env.update(LD_PRELOAD=jemalloc, MALLOC_CONF=JEMALLOC_CONF)
+                entry["figures"][name] = figures(run_json(command, args.timeout, env=env), job, allocator)
                 save()
-            official = entry["figures"]["official"]
-            entry["ratios"] = {}
-            for name, found in entry["figures"].items():
-                if name == "official" or "error" in found or "error" in official:
+            for _, base, official, name, found in _pairs({"jobs": [entry]}):
+                if "error" in found or "error" in official:
                     continue
-                entry["ratios"][name] = {
+                key = "ratios" if base == "official" else f"ratios_vs_{base}"
+                entry.setdefault(key, {})[name] = {
                     "time": round(found["seconds"] / official["seconds"], 3),
                     "peak_rss": round(found["peak_rss_mb"] / official["peak_rss_mb"], 3),
                 }

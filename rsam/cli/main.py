@@ -15,6 +15,7 @@ import sys
 
 import rsam
 import rsam.cli
+from rsam.allocator import relaunch_on_jemalloc
 
 log = logging.getLogger("rsam")
 
@@ -42,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``rsam ARGS``. Called without ``argv`` (the ``rsam`` executable, ``python -m rsam.cli.main``), the process
+    first re-executes itself on jemalloc where it is installed (:mod:`rsam.allocator`, ``RSAM_MALLOC``)."""
+    if argv is None:
+        try:
+            relaunch_on_jemalloc()
+        except (FileNotFoundError, ValueError) as err:
+            print(f"rsam: error: {err}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
