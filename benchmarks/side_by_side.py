@@ -132,6 +132,11 @@ def _pairs(results: dict):
                     yield entry, base, entry["figures"][base], name, found
 
 
+def ratios(found: dict, official: dict) -> dict:
+    """rsam / official time and peak RSS of one pair of processes."""
+    return {"time": found["seconds"] / official["seconds"], "peak_rss": found["peak_rss_mb"] / official["peak_rss_mb"]}
+
+
 def markdown(results: dict) -> str:
     """The README's table from a side_by_side JSON: one row per (job, round, rsam variant)."""
     lines = [
@@ -144,18 +149,15 @@ def markdown(results: dict) -> str:
             reason = found.get("error") or official.get("error")
             lines.append(f"| {entry['job']} | {entry['round']} | {base} | | {name} | | {reason} | | | | |")
             continue
-        ratio = {  # from the figures, so an interrupted job's finished processes still give ratios
-            "time": found["seconds"] / official["seconds"],
-            "peak_rss": found["peak_rss_mb"] / official["peak_rss_mb"],
-        }
+        ratio = ratios(found, official)  # from the figures: an interrupted job's finished processes still count
         chunk = f" (chunk {found['chunk_size']})" if found.get("chunk_size") else ""
         lines.append(
             f"| {entry['job']} | {entry['round']} | {base} ({official.get('allocator', 'system')}) | "
             f"{official['seconds']:.1f} | "
             f"{name}{chunk} ({found.get('allocator', 'system')}) | "
-            f"{found['seconds']:.1f} | **{ratio.get('time', float('nan')):.2f}×** | "
+            f"{found['seconds']:.1f} | **{ratio['time']:.2f}×** | "
             f"{official['peak_rss_mb']:.0f} | "
-            f"{found['peak_rss_mb']:.0f} | **{ratio.get('peak_rss', float('nan')):.2f}×** | "
+            f"{found['peak_rss_mb']:.0f} | **{ratio['peak_rss']:.2f}×** | "
             f"{official['other_procs_cores_avg']:.2f} / {found['other_procs_cores_avg']:.2f} |"
         )
     return "\n".join(lines)
@@ -197,37 +199,31 @@ def main() -> None:
             job, _, raw = spec.partition(":")
             value = int(raw or 1)
             variants = [v for v in args.variants if v != "ckpt" or job == "train"]
-            runs = [
-                ("official" if malloc == "system" else f"official_{malloc}", official_command(args, job, value))
+            runs = [  # (name, command, the official process's allocator; rsam's own choose theirs)
+                ("official" if malloc == "system" else f"official_{malloc}", official_command(args, job, value), malloc)
                 for malloc in args.official_malloc
             ]
-            runs += [(f"rsam_{v}", rsam_command(args, job, value, v)) for v in variants]
+            runs += [(f"rsam_{v}", rsam_command(args, job, value, v), None) for v in variants]
             if round_index % 2:
                 runs.reverse()
-            entry = {"job": spec, "round": round_index + 1, "order": [name for name, _ in runs], "figures": {}}
+            entry = {"job": spec, "round": round_index + 1, "order": [name for name, *_ in runs], "figures": {}}
             results["jobs"].append(entry)
-            for name, command in runs:
+            for name, command, allocator in runs:
                 need, free = needed_gib(job, value, name.removeprefix("rsam_")), mem_available_gib()
                 if free < need:  # a shared machine: never push others into the OOM killer
                     entry["figures"][name] = {"error": f"skipped: MemAvailable {free:.1f} GiB < {need:.1f} GiB"}
                     continue
                 print(f"[side_by_side] round {round_index + 1} {spec} {name} ...", file=sys.stderr, flush=True)
                 env = {**os.environ, "OFFICIAL_ROOT": str(Path(args.official_root).resolve())}
-                allocator = None
-                if name.startswith("official"):
-                    allocator = name.removeprefix("official_") if "_" in name else "system"
-                    if allocator == "jemalloc":
-                        env.update(LD_PRELOAD=jemalloc, MALLOC_CONF=JEMALLOC_CONF)
+                if allocator == "jemalloc":
+                    env.update(LD_PRELOAD=jemalloc, MALLOC_CONF=JEMALLOC_CONF)
                 entry["figures"][name] = figures(run_json(command, args.timeout, env=env), job, allocator)
                 save()
             for _, base, official, name, found in _pairs({"jobs": [entry]}):
                 if "error" in found or "error" in official:
                     continue
                 key = "ratios" if base == "official" else f"ratios_vs_{base}"
-                entry.setdefault(key, {})[name] = {
-                    "time": round(found["seconds"] / official["seconds"], 3),
-                    "peak_rss": round(found["peak_rss_mb"] / official["peak_rss_mb"], 3),
-                }
+                entry.setdefault(key, {})[name] = {k: round(v, 3) for k, v in ratios(found, official).items()}
             save()
     results["loadavg_at_end"] = os.getloadavg()
     save()
