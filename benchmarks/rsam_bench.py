@@ -6,7 +6,8 @@ Official configuration (Swin-B window 12, BERT-base, 896²), random weights. Sec
 - ``semseg``: ``Predictor.predict`` on the official demo image (800²) with ``--k`` prompts "{c} in the image" (the
   official ``semantic_seg`` prompts; same class list), the batch size measured (``--chunk-size auto``);
 - ``train``: ``--train-steps`` full steps (forward, official loss, backward, fused AdamW over the official groups,
-  poly LambdaLR) at ``--train-batch``, random images, one box of class 1 per sample, as bench.py.
+  poly LambdaLR) at ``--train-batch``, random images, one box of class 1 per sample, as bench.py; run as a fit runs
+  them (the gradients dropped right after the update; with ``--checkpointing`` the fit's allocator setting).
 
 ``--precision bf16`` runs under bf16 autocast (norms, softmax and the loss stay float32); ``--checkpointing`` turns
 on ``activation_checkpointing``; ``--compile`` runs ``Module.compile()`` first (its compile time is reported apart).
@@ -144,6 +145,7 @@ def bench_train(module, args) -> dict:
     optimizer = module.make_optimizer()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly_factor(step, 40_000, 0.9))
     module.train()
+    module.on_fit_start()  # what a fit does first (with --checkpointing on a CPU: jemalloc returns freed pages)
     reset_peak_rss()
     steps = []
     with Timed() as timed:
@@ -152,12 +154,12 @@ def bench_train(module, args) -> dict:
             with autocast(args.precision):
                 logits = module(images, ids, attention)
             t1 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
             loss = module.criterion(logits, target)
             t2 = time.perf_counter()
             loss.backward()
             t3 = time.perf_counter()
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # as RemoteSAMModule.optimizer_step: no gradients in the forward
             scheduler.step()
             t4 = time.perf_counter()
             steps.append(

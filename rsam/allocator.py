@@ -19,6 +19,9 @@ found), ``system`` (never relaunch), or the path of a ``libjemalloc.so``. jemall
 linker's cache (Debian/Ubuntu: ``apt install libjemalloc2``) or in ``$CONDA_PREFIX/lib`` / the environment's
 ``lib`` (``conda install jemalloc``). A ``MALLOC_CONF`` already set is kept.
 
+:func:`set_decay` changes the setting while the process runs (jemalloc's ``mallctl``): a fit with activation
+checkpointing on a CPU, where memory comes first, has freed pages returned to the OS after a second unused.
+
 Library users (``import rsam`` in their own process) choose their allocator themselves, e.g.
 ``LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python script.py``.
 """
@@ -26,6 +29,7 @@ Library users (``import rsam`` in their own process) choose their allocator them
 from __future__ import annotations
 
 import ctypes.util
+import errno
 import logging
 import os
 import sys
@@ -38,6 +42,37 @@ SETTING = "RSAM_MALLOC"
 # or inference process reaches again on every step anyway
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 _RELAUNCHED = "RSAM_MALLOC_RELAUNCHED"  # set in the relaunched process: never exec twice
+
+
+# with activation checkpointing (memory first): freed pages go back to the OS after a second unused
+CHECKPOINTING_DECAY_MS = 1000
+
+
+def set_decay(ms: int) -> bool:
+    """Have jemalloc return freed pages to the OS once they stayed unused for ``ms`` milliseconds (-1: never, the
+    setting rsam starts with; 0: at once), for every arena now and later; the pages go straight back
+    (``dirty_decay_ms``), none is parked as lazily freed (``muzzy_decay_ms`` 0), so the RSS falls with them.
+
+    Returns False, changing nothing, where the process does not run on jemalloc or the user set ``MALLOC_CONF``
+    to something other than rsam's setting (theirs is kept)."""
+    if active() != "jemalloc" or os.environ.get("MALLOC_CONF", JEMALLOC_CONF) != JEMALLOC_CONF:
+        return False
+    mallctl = ctypes.CDLL(None).mallctl
+    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    count, size = ctypes.c_uint(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_uint))
+    if mallctl(b"arenas.narenas", ctypes.byref(count), ctypes.byref(size), None, 0):
+        raise OSError("jemalloc mallctl arenas.narenas failed")
+    for name, value in (("dirty_decay_ms", ms), ("muzzy_decay_ms", 0)):
+        setting = ctypes.c_ssize_t(value)
+        code = mallctl(f"arenas.{name}".encode(), None, None, ctypes.byref(setting), ctypes.sizeof(setting))
+        if code:
+            raise OSError(code, f"jemalloc mallctl arenas.{name} = {value} failed: {os.strerror(code)}")
+        for index in range(count.value):  # EFAULT: arena slot not in use
+            code = mallctl(f"arena.{index}.{name}".encode(), None, None, ctypes.byref(setting), ctypes.sizeof(setting))
+            if code not in (0, errno.EFAULT):
+                raise OSError(code, f"jemalloc mallctl arena.{index}.{name} = {value} failed: {os.strerror(code)}")
+    log.info("allocator: freed pages go back to the OS after %d ms unused", ms)
+    return True
 
 
 def find_jemalloc() -> str | None:

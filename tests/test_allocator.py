@@ -79,3 +79,43 @@ def test_the_rsam_command_names_a_bad_setting_in_one_line():
     assert done.stderr.strip().splitlines() == [
         "rsam: error: RSAM_MALLOC='bogus': expected auto, jemalloc, system or the path of a libjemalloc.so"
     ]
+
+
+# frees a 512 MiB tensor after set_decay(ms) and prints the RSS drop in MiB (statm: resident pages)
+DECAY_PROBE = """
+import sys
+from rsam.allocator import relaunch_on_jemalloc, set_decay
+relaunch_on_jemalloc()
+import torch
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+changed = set_decay(int(sys.argv[1]))
+x = torch.ones(512 * 2**20 // 4)
+before = rss()
+del x
+print(changed, round(before - rss()), flush=True)
+"""
+
+
+def run_decay_probe(ms: int, setting: str = "jemalloc", **env) -> tuple[str, int]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", allocator._RELAUNCHED)}
+    environment.update({allocator.SETTING: setting, **env})
+    done = subprocess.run(
+        [sys.executable, "-c", DECAY_PROBE, str(ms)], capture_output=True, text=True, env=environment, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    changed, freed = done.stdout.split()
+    return changed, int(freed)
+
+
+@needs_jemalloc
+def test_set_decay_returns_freed_pages_to_the_os_only_when_asked():
+    assert run_decay_probe(-1) == ("True", 0)  # rsam's default: the freed pages stay resident for reuse
+    changed, freed = run_decay_probe(0)
+    assert changed == "True" and freed >= 500  # the 512 MiB left the process's RSS at once
+
+
+@needs_jemalloc
+def test_set_decay_leaves_a_users_malloc_conf_and_the_system_allocator_alone():
+    assert run_decay_probe(0, MALLOC_CONF="narenas:2")[0] == "False"
+    assert run_decay_probe(0, setting="system")[0] == "False"

@@ -259,6 +259,54 @@ def test_fused_adamw_matches_the_reference_update():
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
 
 
+def test_fit_drops_the_gradients_after_each_update_and_keeps_them_while_accumulating(tmp_path):
+    """Lightning zero-grads after the next forward; the module drops them right after the update, so a forward never
+    runs next to last step's gradients. Inside an accumulation window they stay (the window's sum)."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    from rsam.lit.module import RemoteSAMModule
+
+    class Record(pl.Callback):
+        def __init__(self):
+            self.grads_at_start, self.grads_at_update = [], []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.grads_at_start.append(any(p.grad is not None for p in pl_module.parameters()))
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.grads_at_update.append(any(p.grad is not None for g in optimizer.param_groups for p in g["params"]))
+
+    torch.manual_seed(0)
+    ids = torch.randint(1000, 3000, (2, 20))
+    batches = [
+        {
+            "image": torch.randn(2, 3, 64, 64),
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "mask": (torch.rand(2, 64, 64) > 0.7).long(),
+        }
+        for _ in range(4)
+    ]
+    record = Record()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        accumulate_grad_batches=2,
+        callbacks=[record],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(
+        RemoteSAMModule(small_config().to_dict(), {"lr": 1e-3}), train_dataloaders=DataLoader(batches, batch_size=None)
+    )
+    assert record.grads_at_start == [False, True, False, True]
+    assert record.grads_at_update == [True, True]
+
+
 def test_model_runtime_recipe_fields_reach_the_module():
     from rsam.lit.build import build_module
     from rsam.recipes import load_recipe, model_config

@@ -119,6 +119,16 @@ class RemoteSAMModule(pl.LightningModule):
             self.model.compile()
             self._compiled = True
 
+    def on_fit_start(self) -> None:
+        """With ``model.activation_checkpointing`` on a CPU, memory comes first: jemalloc returns freed pages to
+        the OS after a second unused (:func:`rsam.allocator.set_decay`) instead of keeping them for reuse, so the
+        process's peak RSS stays near its live peak. Measured on the official configuration at batch 1: peak RSS 5.6 ->
+        4.8 GB, step time 27.4 -> 38.2 s (the kernel zero-fills the returned pages again when they are reused)."""
+        from rsam.allocator import CHECKPOINTING_DECAY_MS, set_decay
+
+        if self.runtime["activation_checkpointing"] and self.device.type == "cpu":
+            set_decay(CHECKPOINTING_DECAY_MS)
+
     def forward(self, images, input_ids, attention_mask):
         return self.model(images, input_ids, attention_mask)
 
@@ -132,6 +142,18 @@ class RemoteSAMModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
         return loss
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """The update, then the gradients are dropped at once (``set_to_none``) instead of at the next step's
+        ``zero_grad``, which Lightning calls after the next forward: the forward then runs without last step's
+        gradients in memory (0.78 GB for the official configuration). Accumulation is unaffected (this runs only at
+        the end of an accumulation window); DeepSpeed keeps its gradients in its own buffers and clears them
+        itself."""
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        optimizer.step(closure=optimizer_closure)
+        if not isinstance(self.trainer.strategy, DeepSpeedStrategy):
+            optimizer.zero_grad(set_to_none=True)
 
     def make_optimizer(self, offload: bool = False) -> torch.optim.Optimizer:
         """AdamW over the official parameter groups: DeepSpeed's CPU AdamW when it offloads the optimizer, else
