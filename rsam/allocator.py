@@ -64,13 +64,14 @@ def set_decay(ms: int) -> bool:
         raise OSError("jemalloc mallctl arenas.narenas failed")
     for name, value in (("dirty_decay_ms", ms), ("muzzy_decay_ms", 0)):
         setting = ctypes.c_ssize_t(value)
-        code = mallctl(f"arenas.{name}".encode(), None, None, ctypes.byref(setting), ctypes.sizeof(setting))
-        if code:
-            raise OSError(code, f"jemalloc mallctl arenas.{name} = {value} failed: {os.strerror(code)}")
-        for index in range(count.value):  # EFAULT: arena slot not in use
-            code = mallctl(f"arena.{index}.{name}".encode(), None, None, ctypes.byref(setting), ctypes.sizeof(setting))
-            if code not in (0, errno.EFAULT):
-                raise OSError(code, f"jemalloc mallctl arena.{index}.{name} = {value} failed: {os.strerror(code)}")
+        # the default for arenas made later, then each arena now in use (EFAULT: an empty arena slot)
+        for key, empty_slot_ok in (
+            (f"arenas.{name}", False),
+            *((f"arena.{i}.{name}", True) for i in range(count.value)),
+        ):
+            code = mallctl(key.encode(), None, None, ctypes.byref(setting), ctypes.sizeof(setting))
+            if code and not (empty_slot_ok and code == errno.EFAULT):
+                raise OSError(code, f"jemalloc mallctl {key} = {value} failed: {os.strerror(code)}")
     log.info("allocator: freed pages go back to the OS after %d ms unused", ms)
     return True
 

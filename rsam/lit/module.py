@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy
 from torchmetrics import MeanMetric
 
 from rsam.lit.param_groups import OFFICIAL_TRAINED_TEXT_LAYERS, official_param_groups
@@ -149,8 +150,6 @@ class RemoteSAMModule(pl.LightningModule):
         gradients in memory (0.78 GB for the official configuration). Accumulation is unaffected (this runs only at
         the end of an accumulation window); DeepSpeed keeps its gradients in its own buffers and clears them
         itself."""
-        from lightning.pytorch.strategies import DeepSpeedStrategy
-
         optimizer.step(closure=optimizer_closure)
         if not isinstance(self.trainer.strategy, DeepSpeedStrategy):
             optimizer.zero_grad(set_to_none=True)
