@@ -8,12 +8,16 @@ tiny model of the reference set (``--weights golden``), or any checkpoint ``rsam
 The masks of untrained weights sit close to the decision boundary in places, so pixel agreement there is a
 pessimistic measure of what bf16 changes.
 
-    python benchmarks/bf16_accuracy.py [--weights random|golden|checkpoint] [--checkpoint PATH] [--images 6]
+``--ablate``: the bf16 run again with one part of the network at a time kept in float32 (text encoder, Swin blocks,
+fusion, CIM, decoder, its final 1x1 classifier, patch embedding and merging), to see which part carries the error.
+
+    python benchmarks/bf16_accuracy.py [--weights random|golden|checkpoint] [--checkpoint PATH] [--images 6] [--ablate]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -57,6 +61,63 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+def parts(model) -> dict[str, list[torch.nn.Module]]:
+    layers = model.backbone.layers
+    return {
+        "text_encoder": [model.text_encoder],
+        "swin_blocks": [block for layer in layers for block in layer.blocks],
+        "fusion": [
+            m for layer in layers for m in (layer.fusion, layer.res_gate, layer.visual_residual, layer.visual_gate)
+        ],
+        "cim": [model.backbone.cim],
+        "decoder": [model.classifier],
+        "classifier_1x1": [model.classifier.conv1_1],
+        "patch_embed_and_merging": [model.backbone.patch_embed] + [x.downsample for x in layers if x.downsample],
+    }
+
+
+def _as_fp32(value):
+    return value.float() if torch.is_tensor(value) and value.is_floating_point() else value
+
+
+@contextlib.contextmanager
+def kept_fp32(modules: list[torch.nn.Module]):
+    """Run ``modules`` with autocast off on float32 inputs (the rest of the network stays under autocast)."""
+    originals = [module.forward for module in modules]
+
+    def wrap(forward):
+        def run(*args, **kwargs):
+            with torch.autocast("cpu", enabled=False):
+                return forward(*map(_as_fp32, args), **{k: _as_fp32(v) for k, v in kwargs.items()})
+
+        return run
+
+    for module, forward in zip(modules, originals):
+        module.forward = wrap(forward)
+    try:
+        yield
+    finally:
+        for module, forward in zip(modules, originals):
+            module.forward = forward
+
+
+def ablation(model, predictor, images, reference) -> dict:
+    """Per part kept in float32: max |Δ prob| and the per-image mask IoU against fp32."""
+    found = {}
+    for name, modules in parts(model).items():
+        with kept_fp32(modules):
+            out = [predictor.predict(image, text)[0] for _, image, text in images]
+        ious = [iou(a.mask.astype(bool), b.mask.astype(bool)) for a, b in zip(reference, out)]
+        found[name] = {
+            "max_abs_delta_prob": float(max(np.abs(a.prob - b.prob).max() for a, b in zip(reference, out))),
+            "min_mask_iou": min(ious),
+            "mean_mask_iou": float(np.mean(ious)),
+            "mask_iou": ious,
+        }
+        print(json.dumps({"fp32_part": name, **found[name]}), file=sys.stderr, flush=True)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", choices=["random", "golden", "checkpoint"], default="random")
@@ -65,6 +126,7 @@ def main() -> None:
     parser.add_argument("--data", default=os.path.join(os.environ.get("RSAM_DATA_DIR", "data"), "demo"))
     parser.add_argument("--official-root", default=os.environ.get("OFFICIAL_ROOT", ""))
     parser.add_argument("--images", type=int, default=6)
+    parser.add_argument("--ablate", action="store_true", help="also: each part of the network kept in float32")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     from rsam.models import build_model, official_config
@@ -96,12 +158,13 @@ def main() -> None:
     bf16 = Predictor(model, chunk_size=1, unknown_out_of_vocab=golden, precision="bf16")
     fp32.predict(images[0][1], images[0][2])  # warm-up of both paths
     bf16.predict(images[0][1], images[0][2])
-    rows, seconds = [], {"fp32": [], "bf16": []}
+    rows, seconds, reference = [], {"fp32": [], "bf16": []}, []
     for name, image, text in images:
         with Timed() as t32:
             a = fp32.predict(image, text)[0]
         with Timed() as t16:
             b = bf16.predict(image, text)[0]
+        reference.append(a)
         seconds["fp32"].append(t32.wall)
         seconds["bf16"].append(t16.wall)
         prob_a, prob_b, mask_a, mask_b = a.prob, b.prob, a.mask.astype(bool), b.mask.astype(bool)
@@ -145,6 +208,8 @@ def main() -> None:
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "per_image": rows,
     }
+    if args.ablate:
+        report["kept_fp32"] = ablation(model, bf16, images, reference)
     text = json.dumps(report, indent=1)
     if args.out:
         Path(args.out).write_text(text + "\n")

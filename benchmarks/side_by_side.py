@@ -15,6 +15,10 @@ Allocators: rsam's processes run as rsam's commands do (``rsam.allocator``: jema
 ``--official-malloc system jemalloc`` also on jemalloc (``official_jemalloc``, same ``MALLOC_CONF`` as rsam's), which
 gives the like-for-like ratios (``ratios_vs_official_jemalloc``).
 
+A CPU without bf16 instructions: ``--onednn-isa AVX512_CORE`` caps oneDNN (``ONEDNN_MAX_CPU_ISA``, oneDNN's own
+switch) at AVX-512 without AVX512_BF16/AMX, a Skylake / Cascade Lake class CPU, for every process of both codes;
+PyTorch dispatches bf16 to oneDNN there as on such a CPU, where oneDNN emulates bf16 with AVX-512 instructions.
+
     python benchmarks/side_by_side.py --official-root $OFFICIAL_ROOT --jobs forward semseg:1 semseg:10 train:1 train:2
 """
 
@@ -173,6 +177,9 @@ def main() -> None:
         "--official-malloc", nargs="+", default=["system"], choices=["system", "jemalloc"],
         help="allocators to run the official code on (jemalloc: also the like-for-like baseline)",
     )  # fmt: skip
+    parser.add_argument(
+        "--onednn-isa", default=None, help="ONEDNN_MAX_CPU_ISA for every process, e.g. AVX512_CORE (no bf16 insns)"
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--n", type=int, default=2, help="timed forwards per process")
     parser.add_argument("--train-steps", type=int, default=2)
@@ -215,6 +222,8 @@ def main() -> None:
                     continue
                 print(f"[side_by_side] round {round_index + 1} {spec} {name} ...", file=sys.stderr, flush=True)
                 env = {**os.environ, "OFFICIAL_ROOT": str(Path(args.official_root).resolve())}
+                if args.onednn_isa:
+                    env["ONEDNN_MAX_CPU_ISA"] = args.onednn_isa
                 if allocator == "jemalloc":
                     env.update(LD_PRELOAD=jemalloc, MALLOC_CONF=JEMALLOC_CONF)
                 entry["figures"][name] = figures(run_json(command, args.timeout, env=env), job, allocator)

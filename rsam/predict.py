@@ -16,7 +16,8 @@ Many expressions on one image (``Predictor.predict(image, [e1, e2, ...])``):
   when they are read, so memory does not grow with the number of prompts by full-size copies.
 
 ``precision="bf16"`` runs the network under bf16 autocast (matmuls and convolutions in bf16; norms, softmax and the
-post-processing in float32; see :mod:`rsam.models.norms`).
+post-processing in float32; see :mod:`rsam.models.norms`). On a CPU without bf16 instructions it is emulated and
+slower than fp32, and the Predictor says so once (:mod:`rsam.hardware`).
 
 Plain images above ``max_pixels`` (100 MP by default) are refused with one line pointing to the tiled GeoTIFF path:
 a plain image is decoded whole, and that is not the way to process a large scene.
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from rsam.hardware import warn_if_bf16_is_emulated
 from rsam.models import RemoteSAM
 from rsam.preprocess import ImageLike, normalize, resize_image, to_rgb_uint8
 from rsam.text import UNK_ID, Tokenizer
@@ -167,6 +169,8 @@ class Predictor:
                 f"{self.vocab_limit}; use a matching vocab (or unknown_out_of_vocab=True for test models)"
             )
         self.device = torch.device(device)
+        if precision != "fp32":
+            warn_if_bf16_is_emulated(f"Predictor(precision={precision!r})", self.device.type)
         self.chunk_size = chunk_size
         self.precision = precision
         self.max_pixels = max_pixels

@@ -190,7 +190,12 @@ def _strategy(recipe: DictConfig):
 def build_trainer(recipe: DictConfig, *, use_wandb: bool = True, fitting: bool = False, **overrides) -> pl.Trainer:
     """The one Trainer builder (``rsam fit|validate|test|predict`` and ``rsam test --benchmark``); ``overrides``:
     Trainer arguments outside the recipe's trainer section (e.g. ``enable_checkpointing=False``)."""
+    from rsam.hardware import warn_if_bf16_is_emulated
+    from rsam.lit.strategies import runs_on_cpu
+
     options = OmegaConf.to_container(recipe.trainer)
+    if str(recipe.trainer.precision).startswith("bf16") and runs_on_cpu(recipe.trainer.accelerator):
+        warn_if_bf16_is_emulated(f"trainer.precision={recipe.trainer.precision}")
     options["strategy"] = _strategy(recipe)
     options = {key: value for key, value in options.items() if value is not None}
     from rsam.lit.checkpointing import AtomicCheckpointIO
