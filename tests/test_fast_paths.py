@@ -219,6 +219,22 @@ def test_bf16_autocast_agrees_with_fp32(model, tokenizer):
         Predictor(model, tokenizer, precision="fp8")
 
 
+def test_bf16_inference_keeps_no_second_copy_of_the_weights_and_gives_the_cached_result(model, tokenizer):
+    image = np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    texts = ["trees in the image", "the road on the left"]
+    seen = []
+    hook = model.classifier.conv1_1.register_forward_hook(lambda *_: seen.append(torch.is_autocast_cache_enabled()))
+    try:
+        uncached = Predictor(model, tokenizer, chunk_size=1, precision="bf16").predict(image, texts)
+    finally:
+        hook.remove()
+    assert seen == [False, False]  # one forward per prompt, none with autocast's weight cache
+    predictor = Predictor(model, tokenizer, chunk_size=1, precision="bf16")
+    predictor._autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # autocast's default: cached copies
+    for a, b in zip(uncached, predictor.predict(image, texts)):
+        assert np.array_equal(a.prob, b.prob) and np.array_equal(a.mask, b.mask)
+
+
 def test_loss_without_one_hot_equals_the_official_formula_and_its_gradient():
     torch.manual_seed(4)
     logits = torch.randn(3, 2, 17, 23, dtype=torch.float64, requires_grad=True)
