@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import Timed, cpu_block  # noqa: E402
 
 
-def demo_chips(folder: Path, limit: int) -> list[tuple[str, np.ndarray, str]]:
+def demo_chips(folder: Path, limit: int, split: str = "val") -> list[tuple[str, np.ndarray, str]]:
     found, seen = [], set()
-    for shard in sorted(folder.glob("val-*.tar")):
+    for shard in sorted(folder.glob(f"{split}-*.tar")):
         with tarfile.open(shard) as tar:
             members = {m.name: m for m in tar.getmembers()}
             for name in sorted(members):
@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--data", default=os.path.join(os.environ.get("RSAM_DATA_DIR", "data"), "demo"))
     parser.add_argument("--official-root", default=os.environ.get("OFFICIAL_ROOT", ""))
     parser.add_argument("--images", type=int, default=6)
+    parser.add_argument("--split", default="val", help="demo split of the chips: val, or train (seen in training)")
     parser.add_argument("--ablate", action="store_true", help="also: each part of the network kept in float32")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -147,7 +148,7 @@ def main() -> None:
         model = load_model(args.checkpoint)
     else:
         model = build_model(official_config())
-    images = demo_chips(Path(args.data), args.images - 1)
+    images = demo_chips(Path(args.data), args.images - 1, args.split)
     demo = Path(args.official_root) / "src" / "assets" / "demo.jpg"
     if demo.is_file():
         images.append(
@@ -198,6 +199,7 @@ def main() -> None:
         "config": {"random": "official", "golden": "golden tiny (reference set)"}.get(args.weights, args.checkpoint),
         "cpu_has_avx512_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text(),
         "cpu_has_amx_bf16": "amx_bf16" in Path("/proc/cpuinfo").read_text(),
+        "split": args.split,
         "images": len(rows),
         "max_abs_delta_prob": max(r["max_abs_delta_prob"] for r in rows),
         "min_pixel_agreement": min(r["pixel_agreement"] for r in rows),
