@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--ablate", action="store_true", help="also: each part of the network kept in float32")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    from rsam.hardware import cpu_flags, native_bf16
     from rsam.models import build_model, official_config
     from rsam.predict import Predictor
 
@@ -194,11 +195,13 @@ def main() -> None:
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("cpu")}), file=sys.stderr, flush=True)
         if args.out:  # partial results survive an interrupted run
             Path(args.out).write_text(json.dumps({"partial": True, "per_image": rows}, indent=1) + "\n")
+    flags = cpu_flags() or frozenset()
     report = {
         "weights": args.weights,
         "config": {"random": "official", "golden": "golden tiny (reference set)"}.get(args.weights, args.checkpoint),
-        "cpu_has_avx512_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text(),
-        "cpu_has_amx_bf16": "amx_bf16" in Path("/proc/cpuinfo").read_text(),
+        "cpu_has_avx512_bf16": "avx512_bf16" in flags,
+        "cpu_has_amx_bf16": "amx_bf16" in flags,
+        "native_bf16": native_bf16(),
         "split": args.split,
         "images": len(rows),
         "max_abs_delta_prob": max(r["max_abs_delta_prob"] for r in rows),

@@ -15,7 +15,7 @@ import os
 import platform
 from pathlib import Path
 
-_LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 /proc/cpuinfo flags; Arm "Features: bf16"
 # oneDNN's own cap on the instruction set (ONEDNN_MAX_CPU_ISA, or DNNL_MAX_CPU_ISA): the values without bf16
@@ -54,7 +54,7 @@ def warn_if_bf16_is_emulated(what: str, device_type: str = "cpu") -> bool:
     returns whether it warned. GPUs are not concerned."""
     if device_type != "cpu" or native_bf16() is not False:
         return False
-    _LOG.warning(
+    log.warning(
         "%s on this CPU (%s) has no bf16 instructions (AVX512_BF16, AMX-BF16 or Arm BF16): bf16 matmuls and "
         "convolutions are emulated and run about 4x slower than fp32; use fp32 here",
         what,

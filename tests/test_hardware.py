@@ -33,7 +33,6 @@ def test_the_first_flags_line_is_read_and_unknown_cpuinfo_is_none(tmp_path):
     path.write_text(X86_SPR)
     assert "amx_bf16" in hardware.cpu_flags(path) and "fpu" in hardware.cpu_flags(path)
     assert hardware.cpu_flags(tmp_path / "absent") is None
-    assert hardware.native_bf16(None, environ={}) in (True, False, None)  # this machine, whatever it is
     path.write_text("no flags here\n")
     assert hardware.cpu_flags(path) is None
 
