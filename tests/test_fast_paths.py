@@ -12,7 +12,7 @@ from PIL import Image
 
 from rsam.losses import SegmentationLoss
 from rsam.models import RemoteSAMConfig, SwinConfig, TextConfig, build_model
-from rsam.models.swin import SwinBlock, norm_mlp, window_attention
+from rsam.models.swin import SwinBlock, norm_mlp, shifted_window_mask, window_attention, window_order
 from rsam.predict import ImageTooLarge, Predictor, postprocess, upsample_nearest
 from rsam.text import Tokenizer
 
@@ -71,6 +71,82 @@ def test_window_attention_forward_and_gradients_equal_the_formula(shifted):
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
     for a, b in zip(torch.autograd.grad(ours, (q, k, v, bias), grad), torch.autograd.grad(ref, (q, k, v, bias), grad)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def official_layout_block(block, x, h, w, mask):
+    """lib/backbone.py SwinTransformerBlock's attention half, as the official code runs it: norm, zero padding to
+    window multiples, cyclic shift, windows, qkv -> attention -> proj on every window token, then back."""
+    attn, win, shift = block.attn, block.attn.window, block.shift
+    b, _, c = x.shape
+    heads, n = attn.num_heads, win * win
+    y = F.pad(block.norm1(x).view(b, h, w, c), (0, 0, 0, (win - w % win) % win, 0, (win - h % win) % win))
+    hp, wp = y.shape[1:3]
+    y = torch.roll(y, (-shift, -shift), (1, 2)) if shift else y
+    y = y.view(b, hp // win, win, wp // win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, c)
+    q, k, v = attn.qkv(y).reshape(-1, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    bias = attn.relative_position_bias_table[attn.relative_position_index.view(-1)].view(n, n, heads)
+    out = reference_attention(q, k, v, bias.permute(2, 0, 1), mask if shift else None, attn.scale)
+    out = attn.proj(out.transpose(1, 2).reshape(-1, n, c))
+    out = out.view(b, hp // win, wp // win, win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
+    out = torch.roll(out, (shift, shift), (1, 2)) if shift else out
+    return x + out[:, :h, :w].reshape(b, h * w, c)
+
+
+@pytest.mark.parametrize(("h", "w", "shift"), [(13, 9, 3), (13, 9, 0), (12, 18, 3), (5, 7, 3)])
+def test_swin_block_without_padding_tokens_equals_the_official_padded_layout(h, w, shift):
+    """qkv on the grid's tokens plus one zero token, windows by one gather, proj after the padding is dropped:
+    the official layout's outputs and gradients (every parameter, the qkv bias included, which the padding
+    tokens carry), in float64, on grids that need padding on one side, both sides, or none, shifted or not."""
+    torch.manual_seed(0)
+    block = SwinBlock(12, 3, 6, shift, 2.0, True, 0.0, 1e-5).double().train()
+    with torch.no_grad():
+        block.attn.qkv.bias.normal_()
+        block.attn.relative_position_bias_table.normal_()
+    win = 6
+    mask = shifted_window_mask(-(-h // win) * win, -(-w // win) * win, win, max(shift, 1)).double()
+    x = torch.randn(2, h * w, 12, dtype=torch.float64, requires_grad=True)
+    ours = block(x, h, w, mask)
+    ref = official_layout_block(block, x, h, w, mask)
+    ref = ref + block.mlp(block.norm2(ref))
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    grad = torch.randn_like(ours)
+    params = [x, *block.parameters()]
+    for a, b in zip(torch.autograd.grad(ours, params, grad), torch.autograd.grad(ref, params, grad)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_window_order_is_pad_shift_partition_of_the_raster_grid():
+    """The gather/scatter indices against torch's own pad -> roll -> window partition of an index grid."""
+    h, w, win, shift = 7, 11, 4, 2
+    grid = F.pad(torch.arange(h * w).view(1, h, w), (0, (win - w % win) % win, 0, (win - h % win) % win), value=h * w)
+    grid = torch.roll(grid, (-shift, -shift), (1, 2))
+    hp, wp = grid.shape[1:]
+    expected = grid.view(hp // win, win, wp // win, win).permute(0, 2, 1, 3).reshape(-1)
+    gather, scatter = window_order(3, h, w, win, shift, torch.device("cpu"))
+    per_sample = h * w + 1  # and one padding token
+    assert torch.equal(gather, torch.cat([expected.clamp(max=h * w) + i * per_sample for i in range(3)]))
+    tokens = torch.cat([torch.arange(h * w) + i * per_sample for i in range(3)])
+    assert torch.equal(gather[scatter], tokens)
+    with torch.inference_mode():  # a cached index first made under inference mode still serves autograd
+        window_order.cache_clear()
+        gather, _ = window_order(1, h, w, win, shift, torch.device("cpu"))
+    assert not gather.is_inference()
+
+
+def test_training_attention_runs_the_fused_kernel_not_the_attention_matrix():
+    """Under autograd the forward runs PyTorch's fused CPU attention kernel for shifted and unshifted blocks; a
+    mask that requires grad (the relative-position bias) would send it to the math path, which builds the
+    (windows, heads, n, n) attention matrix."""
+    torch.manual_seed(0)
+    blocks = [SwinBlock(16, 2, 6, shift, 2.0, True, 0.0, 1e-5).train() for shift in (0, 3)]
+    mask = shifted_window_mask(12, 12, 6, 3)
+    x = torch.randn(1, 144, 16, requires_grad=True)
+    with torch.profiler.profile() as prof:
+        for block in blocks:
+            x = block(x, 12, 12, mask)
+    names = [e.name for e in prof.events()]
+    assert names.count("aten::_scaled_dot_product_flash_attention_for_cpu") == 2, names
+    assert "aten::_scaled_dot_product_attention_math" not in names
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, "bf16-autocast"])

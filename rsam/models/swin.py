@@ -8,6 +8,8 @@ and PatchMerging padding odd sizes.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,48 +38,48 @@ def _partitioned(param: torch.Tensor) -> bool:
 
 
 class _NormMlpFunction(torch.autograd.Function):
-    """``fc2(gelu(fc1(layer_norm(x))))`` keeping only ``x`` for backward.
+    """``fc2(gelu(fc1(layer_norm(x))))`` keeping only ``x`` and ``fc1``'s output for backward.
 
-    A Swin block's MLP branch saves, in plain autograd, the norm's output (C per token), ``fc1``'s output and the
-    GELU output (4·C each): at 896² that is 32 MB per stage-3 block in fp32, 40 % of the block's activations.
-    Here backward recomputes the norm and ``fc1`` (a quarter of the block's forward matmul FLOPs) and returns the
-    exact gradients of the composition. ``mm_dtype`` is the autocast dtype the matmuls run in (the norm computes in
-    float32 and its output is cast, as :class:`rsam.models.norms.LayerNorm` followed by an autocast ``F.linear``).
+    A Swin block's MLP branch saves, in plain autograd, the norm's input and output (C per token each), ``fc1``'s
+    output and the GELU output (4·C each). Here backward recomputes the two cheap elementwise parts, the norm (from
+    ``x``, which the function keeps anyway for the norm's gradient) and the GELU (from ``fc1``'s output), and
+    never a matmul; it returns the exact gradients of the composition. ``mm_dtype`` is the autocast dtype the
+    matmuls run in (the norm computes in float32 and its output is cast, as :class:`rsam.models.norms.LayerNorm`
+    followed by an autocast ``F.linear``).
     """
 
     @staticmethod
-    def _front(x, norm_weight, norm_bias, eps, fc1_weight, fc1_bias, mm_dtype):
+    def _norm(x, norm_weight, norm_bias, eps, mm_dtype):
         normed, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
-        normed = normed.to(mm_dtype)
-        return normed, mean, rstd, F.linear(normed, fc1_weight.to(mm_dtype), fc1_bias.to(mm_dtype))
+        return normed.to(mm_dtype), mean, rstd
 
     @staticmethod
     def forward(ctx, x, norm_weight, norm_bias, eps, fc1_weight, fc1_bias, fc2_weight, fc2_bias, mm_dtype):
-        *_, hidden = _NormMlpFunction._front(x, norm_weight, norm_bias, eps, fc1_weight, fc1_bias, mm_dtype)
-        ctx.save_for_backward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        normed, *_ = _NormMlpFunction._norm(x, norm_weight, norm_bias, eps, mm_dtype)
+        hidden = F.linear(normed, fc1_weight.to(mm_dtype), fc1_bias.to(mm_dtype))
+        del normed
+        ctx.save_for_backward(x, hidden, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         ctx.eps, ctx.mm_dtype = eps, mm_dtype
         return F.linear(F.gelu(hidden), fc2_weight.to(mm_dtype), fc2_bias.to(mm_dtype))
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias = ctx.saved_tensors
+        x, hidden, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias = ctx.saved_tensors
         dtype = ctx.mm_dtype
-        normed, mean, rstd, hidden = _NormMlpFunction._front(
-            x, norm_weight, norm_bias, ctx.eps, fc1_weight, fc1_bias, dtype
-        )
         grad_out = grad_out.to(dtype).reshape(-1, grad_out.shape[-1])
-        activated = F.gelu(hidden).reshape(grad_out.shape[0], -1)
+        hidden = hidden.reshape(grad_out.shape[0], -1)
+        activated = F.gelu(hidden)
         grad_fc2_weight = (grad_out.t() @ activated).to(fc2_weight.dtype)
         grad_fc2_bias = grad_out.sum(0).to(fc2_bias.dtype)
         del activated
-        grad_hidden = torch.ops.aten.gelu_backward(
-            grad_out @ fc2_weight.to(dtype), hidden.reshape(grad_out.shape[0], -1)
-        )
+        grad_hidden = torch.ops.aten.gelu_backward(grad_out @ fc2_weight.to(dtype), hidden)
         del hidden
+        normed, mean, rstd = _NormMlpFunction._norm(x, norm_weight, norm_bias, ctx.eps, dtype)
         grad_fc1_weight = (grad_hidden.t() @ normed.reshape(grad_hidden.shape[0], -1)).to(fc1_weight.dtype)
         grad_fc1_bias = grad_hidden.sum(0).to(fc1_bias.dtype)
+        del normed
         grad_normed = (grad_hidden @ fc1_weight.to(dtype)).to(x.dtype).view(x.shape)
-        del grad_hidden, normed
+        del grad_hidden
         grad_x, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
             grad_normed, x, x.shape[-1:], mean, rstd, norm_weight, norm_bias, [True, True, True]
         )
@@ -86,7 +88,7 @@ class _NormMlpFunction(torch.autograd.Function):
 
 
 def norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
-    """``mlp(norm(x))``; in training, with the norm and ``fc1`` recomputed in backward (:class:`_NormMlpFunction`).
+    """``mlp(norm(x))``; in training, with the norm and the GELU recomputed in backward (:class:`_NormMlpFunction`).
 
     The plain modules run where the fused function does not apply: no autograd, dropout in the MLP, parameters
     sharded by ZeRO-3, or a norm converted to low precision (its parent's rule, :mod:`rsam.models.norms`).
@@ -134,12 +136,31 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
 
 
-def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
-    """(B * nW, window * window, C) -> (B, H, W, C)."""
-    c = windows.shape[-1]
-    b = windows.shape[0] // ((h // window) * (w // window))
-    x = windows.view(b, h // window, w // window, window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+@functools.lru_cache(maxsize=64)
+def window_order(
+    batch: int, h: int, w: int, window: int, shift: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices between a batch of (h, w) token grids in raster order and their shifted windows.
+
+    The official layout: each grid is zero padded right/bottom to multiples of ``window``, cyclically shifted by
+    ``-shift`` and cut into windows (row-major windows, row-major tokens in each). The grids' rows are those of a
+    (batch·t, C) tensor, t = h·w tokens per sample plus, when the grid needs padding, one padding token last.
+    Returns ``gather`` (batch·nW·window²,): for each window token, the row it holds (the sample's padding token
+    for a padding position), and ``scatter`` (batch·h·w,): for each grid token, its row among the window tokens.
+    """
+    with torch.inference_mode(False):  # cached, so never an inference tensor that training could not save
+        hp, wp = -(-h // window) * window, -(-w // window) * window
+        nh, nw = hp // window, wp // window
+        rows = torch.arange(hp).view(nh, 1, window, 1).expand(nh, nw, window, window)
+        cols = torch.arange(wp).view(1, nw, 1, window).expand(nh, nw, window, window)
+        rows, cols = (rows + shift) % hp, (cols + shift) % wp  # where each window token was before the shift
+        gather = torch.where((rows < h) & (cols < w), rows * w + cols, h * w).reshape(-1)
+        rows, cols = (torch.arange(h).view(h, 1) - shift) % hp, (torch.arange(w).view(1, w) - shift) % wp
+        scatter = (((rows // window * nw + cols // window) * window + rows % window) * window + cols % window).view(-1)
+        per_sample = h * w + (hp * wp > h * w)
+        gather = (gather + torch.arange(batch).view(-1, 1) * per_sample).view(-1)
+        scatter = (scatter + torch.arange(batch).view(-1, 1) * (hp * wp)).view(-1)
+        return gather.to(device), scatter.to(device)
 
 
 def shifted_window_mask(hp: int, wp: int, window: int, shift: int, device=None, dtype=None) -> torch.Tensor:
@@ -168,20 +189,31 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x (B·nW, n, C) windows; mask (nW, n, n) additive shift mask or None -> (B·nW, n, C).
+    def forward(self, x: torch.Tensor, h: int, w: int, shift: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B, h·w, C) normalised tokens -> (B, h·w, C): attention within the shifted windows, then ``proj``.
 
-        softmax(q·k^T·scale + bias + mask)·v, see :func:`window_attention`.
+        The official code pads the grid with zero tokens, shifts it, cuts it into windows and runs ``qkv``,
+        attention and ``proj`` on every window token, padding included (up to 65 % more tokens than the grid, on
+        Swin-B's last stage at 896²). Here ``qkv`` runs on the grid's tokens and one zero token, whose ``qkv``
+        (the bias) stands for every padding token; one gather builds the windows (:func:`window_order`), and
+        ``proj`` runs after the padding is dropped again. Each token sees the same numbers as in the official
+        layout, so the outputs are the same. ``mask``: (nW, n, n) additive shift mask, used when ``shift``.
         """
-        bw, n, c = x.shape
-        heads = self.num_heads
-        # one contiguous (3, B·nW, heads, n, d) buffer: q, k and v are contiguous slices of it (unbind, whose
-        # backward is one stack, not three zero-filled selects), so no matmul below copies them again
-        q, k, v = self.qkv(x).reshape(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        b, tokens, c = x.shape
+        win, heads = self.window, self.num_heads
+        n = win * win
+        gather, scatter = window_order(b, h, w, win, shift, x.device)
+        if h % win or w % win:
+            x = torch.cat([x, x.new_zeros(b, 1, c)], 1)  # the padding token
+        # rows of one (B·t, 3C) matrix: index_select on dim 0 copies whole rows (and runs at copy speed)
+        qkv = self.qkv(x).view(-1, 3 * c).index_select(0, gather)
+        # q, k, v as contiguous slices of one (3, B·nW, heads, n, d) buffer (unbind, whose backward is one stack,
+        # not three zero-filled selects), so no matmul below copies them again
+        q, k, v = qkv.view(-1, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, heads).permute(2, 0, 1).contiguous()  # (heads, n, n)
-        out = window_attention(q, k, v, bias, mask, self.scale)
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+        out = window_attention(q, k, v, bias, mask if shift else None, self.scale)
+        return self.proj(out.transpose(1, 2).reshape(-1, c).index_select(0, scatter).view(b, tokens, c))
 
 
 def _attention_mask(bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -218,7 +250,9 @@ class _WindowAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, mask, scale):
         windows = 1 if mask is None else mask.shape[0]
-        out = _sdpa(q, k, v, _attention_mask(bias, mask).to(q.dtype), windows, scale)
+        # detached: PyTorch takes its fused CPU kernel only for a mask that does not require grad (without a shift
+        # mask, the bias itself is the mask), and otherwise the math path, which builds the attention matrix
+        out = _sdpa(q, k, v, _attention_mask(bias.detach(), mask).to(q.dtype), windows, scale)
         ctx.save_for_backward(q, k, v, bias, mask)
         ctx.scale = scale
         return out
@@ -283,7 +317,6 @@ class SwinBlock(nn.Module):
         eps: float,
     ):
         super().__init__()
-        self.window = window
         self.shift = shift
         self.norm1 = LayerNorm(dim, eps=eps)
         self.attn = WindowAttention(dim, window, num_heads, qkv_bias)
@@ -292,22 +325,7 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor | None) -> torch.Tensor:
-        b, n, c = x.shape
-        win = self.window
-        shortcut = x
-        x = self.norm1(x).view(b, h, w, c)
-        pad_b, pad_r = (win - h % win) % win, (win - w % win) % win
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        hp, wp = h + pad_b, w + pad_r
-        if self.shift:
-            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        x = self.attn(window_partition(x, win), mask if self.shift else None)
-        x = window_reverse(x, win, hp, wp)
-        if self.shift:
-            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
-        if pad_b or pad_r:
-            x = x[:, :h, :w, :]
-        x = shortcut + self.drop_path(x.reshape(b, n, c))
+        x = x + self.drop_path(self.attn(self.norm1(x), h, w, self.shift, mask))
         return x + self.drop_path(norm_mlp(self.norm2, self.mlp, x))
 
 
