@@ -203,8 +203,8 @@ class WindowAttention(nn.Module):
         win, heads = self.window, self.num_heads
         n = win * win
         gather, scatter = window_order(b, h, w, win, shift, x.device)
-        if h % win or w % win:
-            x = torch.cat([x, x.new_zeros(b, 1, c)], 1)  # the padding token
+        if gather.numel() > b * tokens:  # the grid is padded: one padding token per sample, as window_order counts
+            x = torch.cat([x, x.new_zeros(b, 1, c)], 1)
         # rows of one (B·t, 3C) matrix: index_select on dim 0 copies whole rows (and runs at copy speed)
         qkv = self.qkv(x).view(-1, 3 * c).index_select(0, gather)
         # q, k, v as contiguous slices of one (3, B·nW, heads, n, d) buffer (unbind, whose backward is one stack,
