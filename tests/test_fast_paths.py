@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rsam.losses import SegmentationLoss
-from rsam.models import RemoteSAMConfig, SwinConfig, TextConfig, build_model
+from rsam.models import RemoteSAMConfig, SwinConfig, TextConfig, build_model, swin
 from rsam.models.swin import SwinBlock, norm_mlp, shifted_window_mask, window_attention, window_order
 from rsam.predict import ImageTooLarge, Predictor, postprocess, upsample_nearest
 from rsam.text import Tokenizer
@@ -113,6 +113,65 @@ def test_swin_block_without_padding_tokens_equals_the_official_padded_layout(h, 
     params = [x, *block.parameters()]
     for a, b in zip(torch.autograd.grad(ours, params, grad), torch.autograd.grad(ref, params, grad)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def _seed_with_kept(batch: int, keep: float, draws: int, wanted) -> int:
+    """A seed whose first ``draws`` per-sample keep draws (``DropPath``'s, from the host generator) match ``wanted``."""
+    for seed in range(10_000):
+        torch.manual_seed(seed)
+        counts = [int(torch.empty(batch).bernoulli_(keep).sum()) for _ in range(draws)]
+        if wanted(counts):
+            return seed
+    raise AssertionError("no such seed")
+
+
+@pytest.mark.parametrize("case", ["some", "all", "none"])
+def test_drop_path_runs_the_branch_only_on_kept_samples_and_equals_the_official_formula(case, monkeypatch):
+    """Stochastic depth: a Swin block in training equals the official ``x + branch(x) * mask / keep`` (the branch
+    computed for every sample, the dropped ones multiplied by zero), outputs and all gradients in float64, with the
+    same draws; and each branch ran on the kept samples only (some, all, or none of the batch kept)."""
+    batch, h, w, win, shift, p = 5, 7, 9, 4, 2, 0.5
+    wanted = {
+        "some": lambda counts: all(0 < n < batch for n in counts) and counts[0] != counts[1],
+        "all": lambda counts: counts == [batch, batch],
+        "none": lambda counts: counts == [0, 0],
+    }[case]
+    seed = _seed_with_kept(batch, 1 - p, 2, wanted)
+    torch.manual_seed(0)
+    block = SwinBlock(8, 2, win, shift, 2.0, True, p, 1e-5).double().train()
+    mask = shifted_window_mask(8, 12, win, shift).double()
+    x = torch.randn(batch, h * w, 8, dtype=torch.float64, requires_grad=True)
+    seen = []  # the batch each branch ran on: the attention's input, and the MLP branch's
+    hook = block.attn.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[0]))
+    monkeypatch.setattr(swin, "norm_mlp", lambda norm, mlp, t: seen.append(t.shape[0]) or norm_mlp(norm, mlp, t))
+    torch.manual_seed(seed)
+    ours = block(x, h, w, mask)
+    hook.remove()
+    monkeypatch.undo()
+    torch.manual_seed(seed)
+    kept = [torch.empty(batch).bernoulli_(1 - p).double().view(batch, 1, 1) for _ in range(2)]
+    ref = x + block.attn(block.norm1(x), h, w, shift, mask) * kept[0] / (1 - p)
+    ref = ref + block.mlp(block.norm2(ref)) * kept[1] / (1 - p)
+    assert seen == [int(k.sum()) for k in kept if k.sum() > 0]
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    grad = torch.randn_like(ours)
+    params = [x, *block.parameters()]
+    ref_grads = torch.autograd.grad(ref, params, grad, allow_unused=True)
+    for name, a, b in zip(
+        ["x", *dict(block.named_parameters())], torch.autograd.grad(ours, params, grad, allow_unused=True), ref_grads
+    ):
+        if a is None:  # a branch no sample kept is not in the graph: its gradient is the reference's zero
+            assert case == "none" and name != "x"
+            a = torch.zeros_like(b)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=name)
+    block.eval()  # eval: no draws, every branch on every sample, unscaled
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        ours = block(x, h, w, mask)
+        ref = x + block.attn(block.norm1(x), h, w, shift, mask)
+        ref = ref + block.mlp(block.norm2(ref))
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
 
 
 def test_window_order_is_pad_shift_partition_of_the_raster_grid():

@@ -38,12 +38,17 @@ def batch_size(batch: dict) -> int:
 
 def model_flops(config, batch: int, training: bool, loss_fn=None) -> int:
     """FLOPs of one forward (and, when ``training``, the loss and backward) of a RemoteSAM network at its image
-    size, counted on the meta device (nothing is allocated or computed)."""
+    size, counted on the meta device (nothing is allocated or computed). Stochastic depth is counted as if every
+    branch ran (the model's FLOPs, not one step's draw: rsam skips dropped branches, :class:`DropPath`)."""
     from rsam.models import build_model
+    from rsam.models.swin import DropPath
 
     height, width = config.image_size
     with torch.device("meta"):
         model = build_model(config).train(training)
+        for module in model.modules():
+            if isinstance(module, DropPath):
+                module.eval()
         images = torch.empty(batch, 3, height, width)
         ids = torch.ones(batch, config.max_tokens, dtype=torch.long)
         target = torch.zeros(batch, height, width, dtype=torch.long)

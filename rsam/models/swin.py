@@ -108,18 +108,32 @@ def norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample (identity in eval mode)."""
+    """A residual branch under stochastic depth per sample: ``x + drop_path(branch(x))``.
+
+    In training each sample keeps the branch with probability ``1 - p`` (its output then scaled by ``1 / (1 - p)``)
+    and otherwise gets ``x`` unchanged, as the official ``DropPath`` (timm's). The official code computes the branch
+    for every sample and multiplies the dropped ones by zero; here the branch runs only on the samples that keep it,
+    forward and backward, so a dropped branch costs no FLOPs and keeps no activations. With the official rates
+    (0 to 0.3 over Swin-B's 24 blocks) 15 % of the blocks' branches are dropped per sample on average. The draws
+    come from the host's generator, so choosing the samples never waits on a device. In eval: ``x + branch(x)``.
+    """
 
     def __init__(self, p: float):
         super().__init__()
         self.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, branch) -> torch.Tensor:
+        """x (B, ...); ``branch`` maps a (b, ...) batch of samples to its (b, ...) branch output."""
         if not self.training or self.p == 0.0:
-            return x
+            return x + branch(x)
         keep = 1.0 - self.p
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+        kept = torch.empty(x.shape[0]).bernoulli_(keep).nonzero().squeeze(1)
+        if kept.numel() == x.shape[0]:
+            return torch.add(x, branch(x), alpha=1.0 / keep)
+        if kept.numel() == 0:
+            return x
+        kept = kept.to(x.device)
+        return x.index_add(0, kept, branch(x.index_select(0, kept)), alpha=1.0 / keep)
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -320,13 +334,13 @@ class SwinBlock(nn.Module):
         self.shift = shift
         self.norm1 = LayerNorm(dim, eps=eps)
         self.attn = WindowAttention(dim, window, num_heads, qkv_bias)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path)
         self.norm2 = LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), h, w, self.shift, mask))
-        return x + self.drop_path(norm_mlp(self.norm2, self.mlp, x))
+        x = self.drop_path(x, lambda t: self.attn(self.norm1(t), h, w, self.shift, mask))
+        return self.drop_path(x, lambda t: norm_mlp(self.norm2, self.mlp, t))
 
 
 class PatchMerging(nn.Module):
